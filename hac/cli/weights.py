@@ -1,0 +1,50 @@
+"""``python -m hac weights [list|download NAME...]``: which weights hac knows and which are here."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import hub
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "weights",
+        help="list known weights and whether they are available locally; download them",
+        description="List every set of weights hac knows and where it is found, or download some.",
+    )
+    parser.add_argument("action", nargs="?", choices=("list", "download"), default="list")
+    parser.add_argument("names", nargs="*", help="weights names (for download; for list: a filter)")
+    parser.set_defaults(run=run)
+
+
+def _listing(names: list[str]) -> int:
+    hub.load_all_specs()
+    selected = [n for n in hub.WEIGHTS.names() if not names or any(part in n for part in names)]
+    rows = []
+    for name in selected:
+        spec = hub.WEIGHTS.get(name)
+        found = hub.weights_available(spec)
+        where = f"{found.origin}: {found.path}" if found else f"missing -> {spec.fetch_hint()}"
+        rows.append((name, "yes" if found else "no", spec.license, spec.source, where))
+    widths = [max(len(row[i]) for row in rows + [("name", "local", "licence", "source", "")]) for i in range(4)]
+    header = ("name", "local", "licence", "source")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  where")
+    for row in rows:
+        print("  ".join(value.ljust(w) for value, w in zip(row[:4], widths)) + "  " + row[4])
+    available = sum(row[1] == "yes" for row in rows)
+    print(f"\n{available} of {len(rows)} available locally")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return _listing(args.names)
+    if not args.names:
+        raise ValueError("name the weights to download, e.g. `python -m hac weights download resnet50`")
+    for name in args.names:
+        resolved = hub.download_weights(name)
+        print(f"{name}: {resolved.path} ({resolved.origin})")
+    return 0

@@ -1,0 +1,97 @@
+"""The one interface every codec implements.
+
+A codec maps a batch of images to reconstructions and the bits it spent:
+
+    x: (N, 3, H, W) float in [0, 1]  ->  CodecOutput(x_hat (N, 3, H, W) in [0, 1], bpp (N,))
+
+Any H x W is accepted: codecs that need a multiple of some stride pad inside
+and crop back. ``forward`` runs the real codec (real bitstream where there is
+one); ``surrogate`` is an optional differentiable stand-in for ``forward``'s
+reconstruction, used by the straight-through threat model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["Codec", "CodecOutput", "pad_to_multiple", "check_image_batch", "quantize_to_uint8"]
+
+
+@dataclass
+class CodecOutput:
+    """Reconstruction ``x_hat`` (N, 3, H, W) in [0, 1] and bits per pixel ``bpp`` (N,)."""
+
+    x_hat: Tensor
+    bpp: Tensor
+
+
+def check_image_batch(x: Tensor) -> None:
+    """Raise ``ValueError`` unless ``x`` is a float (N, 3, H, W) batch."""
+    if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != 3:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"expected an image batch of shape (N, 3, H, W), got {shape}")
+    if not x.is_floating_point():
+        raise ValueError(f"expected a float image batch in [0, 1], got dtype {x.dtype}")
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
+    """Replicate-pad the bottom/right of ``x`` to a multiple of ``multiple``.
+
+    Returns the padded batch and the original (H, W) to crop back to.
+    """
+    height, width = x.shape[-2:]
+    pad_h = (-height) % multiple
+    pad_w = (-width) % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    return x, (height, width)
+
+
+class Codec(nn.Module):
+    """Base class: subclasses implement :meth:`forward` (and optionally :meth:`surrogate`).
+
+    Attributes:
+        codec_name: the registry name, set by :func:`hac.codecs.create_codec`.
+        params: the parameters the codec was created with, for reports.
+    """
+
+    codec_name: str = ""
+    stochastic: bool = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.params: dict = {}
+
+    def forward(self, x: Tensor) -> CodecOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def surrogate(self, x: Tensor) -> Tensor:
+        """Differentiable approximation of ``forward(x).x_hat``.
+
+        Raises:
+            NotImplementedError: the codec has none (use BPDA instead).
+        """
+        raise NotImplementedError(f"codec {self.describe()!r} has no differentiable surrogate; use the bpda threat model")
+
+    @property
+    def has_surrogate(self) -> bool:
+        return type(self).surrogate is not Codec.surrogate
+
+    def describe(self) -> str:
+        """The spec string that recreates this codec, e.g. ``jpeg:q=25``."""
+        if not self.params:
+            return self.codec_name
+        params = ",".join(f"{key}={value}" for key, value in sorted(self.params.items()))
+        return f"{self.codec_name}:{params}"
+
+    def extra_repr(self) -> str:
+        return self.describe()
+
+
+def quantize_to_uint8(x: Tensor) -> Tensor:
+    """[0, 1] float -> uint8 (N, H, W, 3) on the CPU, as an 8-bit codec sees it."""
+    return (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().contiguous()
