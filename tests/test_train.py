@@ -1,0 +1,177 @@
+"""Mechanics of hac.train on tiny generated images and tiny models (offline, no ../shared)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hac.train import (
+    CheckpointError,
+    ImageBank,
+    TrainConfig,
+    build_model,
+    export,
+    load_checkpoint,
+    load_model_weights,
+    lr_factor,
+    main,
+    train,
+)
+
+safetensors = pytest.importorskip("safetensors")
+from PIL import Image  # noqa: E402
+
+
+def _smooth_image(generator: torch.Generator, size: int) -> torch.Tensor:
+    """A smooth random RGB image: upsampled low-resolution noise plus a gradient, uint8 (H, W, 3)."""
+    low = torch.rand(1, 3, 6, 6, generator=generator)
+    image = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)[0]
+    ramp = torch.linspace(0, 0.3, size)
+    image = (0.7 * image + ramp.view(1, 1, -1)).clamp(0, 1)
+    return (image * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    generator = torch.Generator().manual_seed(0)
+    for i in range(12):
+        sub = folder / ("a" if i % 2 else "b")  # recursive search
+        sub.mkdir(exist_ok=True)
+        suffix = ".png" if i % 3 else ".jpg"
+        Image.fromarray(_smooth_image(generator, 80).numpy()).save(sub / f"img{i}{suffix}", quality=95)
+    return folder
+
+
+def _config(image_dir: Path, run_dir: Path, **overrides) -> TrainConfig:
+    values = dict(
+        data=str(image_dir), run_dir=str(run_dir), N=16, M=16, lmbda=0.01, crop=64, batch_size=4,
+        steps=40, lr=1e-3, log_every=1, checkpoint_every=10, snapshot_every=0, eval_every=0, threads=1,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _train_records(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == "train"]
+
+
+def test_image_bank_crops_are_seeded_and_in_range(image_dir):
+    bank = ImageBank(image_dir, crop=64)
+    assert bank.count == 12
+    a = bank.sample(5, torch.Generator().manual_seed(3))
+    b = bank.sample(5, torch.Generator().manual_seed(3))
+    assert a.shape == (5, 3, 64, 64) and a.dtype == torch.float32
+    assert torch.equal(a, b)
+    assert 0 <= a.min() and a.max() <= 1
+
+
+def test_training_lowers_the_loss(image_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    path = train(_config(image_dir, run_dir))
+    assert path == run_dir / "checkpoint.pt" and path.is_file()
+    losses = [r["loss"] for r in _train_records(run_dir)]
+    assert len(losses) == 40
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.7 * first, (first, last)
+    assert (run_dir / "train.log").read_text().count("step 40 loss") == 1
+
+
+def test_resume_continues_the_step_count(image_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    train(_config(image_dir, run_dir, steps=10, checkpoint_every=5))
+    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 10
+    with pytest.raises(FileExistsError, match="resume"):
+        train(_config(image_dir, run_dir, steps=10))
+    train(_config(image_dir, run_dir, steps=16), resume=True)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    assert ckpt["step"] == 16
+    assert ckpt["scheduler"]["last_epoch"] == 16
+    steps = [r["step"] for r in _train_records(run_dir)]
+    assert steps == list(range(1, 17))
+
+
+def test_resume_through_the_cli(image_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ["--run-dir", str(run_dir), "--threads", "1", "--log-every", "1"]
+    new = ["--data", str(image_dir), "--N", "16", "--M", "16", "--crop", "64", "--batch-size", "2", "--steps", "3"]
+    assert main([*common, *new]) == 0
+    assert main([*common, "--resume", "--steps", "5"]) == 0
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    assert ckpt["step"] == 5 and ckpt["config"]["N"] == 16
+
+
+def test_lr_schedule_steps_down_near_the_end():
+    config = TrainConfig(data="", run_dir="", steps=100, lr_decay_at=0.9, warmup_steps=10)
+    assert lr_factor(0, config) == pytest.approx(0.1)
+    assert lr_factor(50, config) == 1.0
+    assert lr_factor(95, config) == pytest.approx(0.1)
+
+
+def test_export_reloads_bit_exactly_with_metadata(image_dir, tmp_path):
+    from compressai.models import MeanScaleHyperprior
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    run_dir = tmp_path / "run"
+    ckpt_path = train(_config(image_dir, run_dir, steps=4))
+    weights = export(ckpt_path, tmp_path / "weights", quality=3, eval_dir=image_dir, eval_images=2)
+    assert weights.name == "hac-hyperprior-q3.safetensors"
+    with safe_open(str(weights), framework="pt") as handle:
+        meta = handle.metadata()
+    assert meta == {"architecture": "mbt2018-mean", "N": "16", "M": "16", "lambda": "0.01", "steps": "4"}
+    state = load_file(str(weights))
+    model = MeanScaleHyperprior.from_state_dict(state)
+    reloaded = model.state_dict()
+    assert set(reloaded) == set(state)
+    for key, tensor in state.items():
+        assert torch.equal(reloaded[key], tensor), key
+    assert state["gaussian_conditional._quantized_cdf"].numel() > 0  # update(force=True) happened
+    card = (tmp_path / "weights" / "hac-hyperprior-q3.md").read_text()
+    assert "λ" in card and "steps | 4" in card and "bpp" in card and "JPEG" in card
+    # the exported file also initialises a fine-tuning run
+    fresh = build_model("mbt2018-mean", 16, 16)
+    load_model_weights(fresh, weights)
+    x = torch.rand(1, 3, 64, 64)
+    model.eval(), fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x)["x_hat"], fresh(x)["x_hat"])
+
+
+def test_mismatched_checkpoint_names_the_keys(image_dir, tmp_path):
+    ckpt_path = train(_config(image_dir, tmp_path / "run", steps=2))
+    other = build_model("bmshj2018-hyperprior", 16, 16)
+    with pytest.raises(CheckpointError, match=r"do not fit ScaleHyperprior: h_s\.2\.weight has shape \(16, 24, 5, 5\)"):
+        load_model_weights(other, ckpt_path)  # same key names as mbt2018-mean, other shapes
+    ckpt = load_checkpoint(ckpt_path)
+    del ckpt["model"]["g_s.0.weight"]
+    ckpt["model"]["g_s.bogus"] = torch.zeros(1)
+    broken = tmp_path / "broken.pt"
+    torch.save(ckpt, broken)
+    with pytest.raises(CheckpointError, match=r"missing keys: g_s\.0\.weight; unexpected keys: g_s\.bogus"):
+        load_model_weights(build_model("mbt2018-mean", 16, 16), broken)
+    with pytest.raises(CheckpointError, match=r"quantiles has shape \(16, 1, 3\), the model expects \(24, 1, 3\).*in all\)"):
+        load_model_weights(build_model("mbt2018-mean", 24, 16), ckpt_path)
+
+
+def test_corrupt_checkpoint_gives_a_clear_error(image_dir, tmp_path):
+    ckpt_path = train(_config(image_dir, tmp_path / "run", steps=2))
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(ckpt_path.read_bytes()[: 5000])
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_checkpoint(corrupt)
+    with pytest.raises(CheckpointError, match="not a hac training checkpoint"):
+        torch.save({"model": {}}, tmp_path / "plain.pt")
+        load_checkpoint(tmp_path / "plain.pt")
+
+
+def test_bad_config_values_are_named():
+    with pytest.raises(ValueError, match="crop=96 must be a positive multiple of 64"):
+        TrainConfig(data="", run_dir="", crop=96).validate()
+    with pytest.raises(ValueError, match="unknown architecture 'nope'.*bmshj2018-hyperprior, mbt2018-mean"):
+        TrainConfig(data="", run_dir="", architecture="nope").validate()
