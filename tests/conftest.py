@@ -16,6 +16,8 @@ PHOTO_CLASSES = {
     "chelsea.png": {281, 282, 285},  # tabby, tiger cat, Egyptian cat
     "coffee.png": {967, 968},  # espresso, cup
     "rocket.jpg": {657, 744, 812},  # missile, projectile, space shuttle
+    "camera.png": {872},  # tripod (the cameraman's)
+    "motorcycle_left.png": {665, 670},  # moped, motor scooter
 }
 
 
