@@ -188,39 +188,40 @@ _register(
         paper="Tan & Le, ICML 2019",
     )
 )
-_register(
-    ClassifierEntry(
-        name="resnet50",
-        build=_timm("resnet50.tv2_in1k"),
-        weights=WeightSpec(
-            name="resnet50",
-            filename="model.safetensors",
-            repo_id="timm/resnet50.tv2_in1k",
-            license="BSD-3-Clause",
-            paper="He et al., CVPR 2016; torchvision V2 training recipe",
-            description="ResNet-50 with torchvision's V2 ImageNet weights (as in the HAC paper)",
-        ),
-        labels="imagenet",
-        description="ResNet-50 (ImageNet, torchvision V2 weights via timm; Hub)",
-        paper="He et al., CVPR 2016",
+def _register_timm_hub(name: str, architecture: str, license: str, paper: str, description: str) -> None:
+    """An ImageNet classifier whose weights are timm's ``model.safetensors`` on the Hub."""
+    _register(
+        ClassifierEntry(
+            name=name,
+            build=_timm(architecture),
+            weights=WeightSpec(
+                name=name,
+                filename="model.safetensors",
+                repo_id=f"timm/{architecture}",
+                license=license,
+                paper=paper,
+                description=description,
+            ),
+            labels="imagenet",
+            description=f"{description} (Hub)",
+            paper=paper,
+        )
     )
+
+
+_register_timm_hub(
+    "resnet50",
+    "resnet50.tv2_in1k",
+    license="BSD-3-Clause",
+    paper="He et al., CVPR 2016; torchvision V2 training recipe",
+    description="ResNet-50 with torchvision's V2 ImageNet weights (as in the HAC paper)",
 )
-_register(
-    ClassifierEntry(
-        name="vit-b-16",
-        build=_timm("vit_base_patch16_224.augreg2_in21k_ft_in1k"),
-        weights=WeightSpec(
-            name="vit-b-16",
-            filename="model.safetensors",
-            repo_id="timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
-            license="Apache-2.0",
-            paper="Dosovitskiy et al., ICLR 2021; Steiner et al., How to train your ViT, 2021",
-            description="ViT-B/16, ImageNet-21k pretrained, ImageNet-1k fine-tuned (timm augreg2)",
-        ),
-        labels="imagenet",
-        description="ViT-B/16 (ImageNet; Hub)",
-        paper="Dosovitskiy et al., ICLR 2021",
-    )
+_register_timm_hub(
+    "vit-b-16",
+    "vit_base_patch16_224.augreg2_in21k_ft_in1k",
+    license="Apache-2.0",
+    paper="Dosovitskiy et al., ICLR 2021; Steiner et al., How to train your ViT, 2021",
+    description="ViT-B/16, ImageNet-21k pretrained, ImageNet-1k fine-tuned (timm augreg2)",
 )
 
 _CIFAR_RESNET_SHA256 = {
