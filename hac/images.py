@@ -27,6 +27,7 @@ __all__ = [
     "to_pil",
     "save_png",
     "png_bytes",
+    "perturbation_image",
     "resize_and_center_crop",
 ]
 
@@ -141,6 +142,20 @@ def png_bytes(x: Tensor) -> bytes:
     buffer = io.BytesIO()
     to_pil(x).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def perturbation_image(delta: Tensor, eps: float | None = None) -> Tensor:
+    """Map a perturbation to [0, 1] for viewing: grey is zero, full contrast at +-``eps``.
+
+    Args:
+        delta: ``x_adv - x``, any shape, values in [-1, 1].
+        eps: the attack budget; ``None`` or 0 scales by ``delta``'s own largest magnitude.
+
+    Returns:
+        Same shape as ``delta``, in [0, 1]; 0.5 where ``delta`` is zero.
+    """
+    scale = eps if eps else float(delta.abs().max().clamp_min(1e-12))
+    return (0.5 + 0.5 * delta / scale).clamp(0, 1)
 
 
 def resize_and_center_crop(

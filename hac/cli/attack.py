@@ -9,14 +9,14 @@ import torch
 
 from ..attacks import ATTACKS
 from ..classifiers import create_classifier
-from ..images import load_image, save_png
+from ..images import load_image, perturbation_image, save_png
 from ..pipeline import DefenceReport, attack_and_purify
 from ..purify import build_chain
 from ..specs import parse_spec, parse_value
 from ..threats import THREAT_MODELS, check_threat
 from .common import add_classifier_args, add_codec_args, chain_text, format_topk, write_json
 
-__all__ = ["add_parser", "run", "perturbation_image"]
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers) -> None:
@@ -72,12 +72,6 @@ def _labels(args: argparse.Namespace, class_names: list[str]) -> torch.Tensor | 
         else:
             raise ValueError(f"label {text!r} is neither a class index in [0, {len(class_names) - 1}] nor a class name")
     return torch.tensor(labels)
-
-
-def perturbation_image(delta: torch.Tensor, eps: float | None) -> torch.Tensor:
-    """Map a perturbation to [0, 1] for viewing: grey is zero, full contrast at +-``eps`` (or its max)."""
-    scale = eps if eps else float(delta.abs().max().clamp_min(1e-12))
-    return (0.5 + 0.5 * delta / scale).clamp(0, 1)
 
 
 def _accuracy(report: DefenceReport, key: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import warnings
 from typing import Any, Callable
 
 from ..registry import Registry
@@ -25,8 +26,11 @@ def register_codec(name: str) -> Callable:
 
 
 def load_all_codec_modules() -> None:
-    for module in CODEC_MODULES:
-        importlib.import_module(f"{__package__}.{module}")
+    with warnings.catch_warnings():
+        # compressai's import scripts a function with torch.jit, which torch now deprecates
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+        for module in CODEC_MODULES:
+            importlib.import_module(f"{__package__}.{module}")
 
 
 def codec_names() -> list[str]:
