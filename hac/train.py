@@ -1,4 +1,4 @@
-"""Training of hac's own learned codecs (CompressAI architectures), resumable on a CPU.
+"""Training of hac's own learned codecs (CompressAI architectures and ComDefend), resumable on a CPU.
 
 The default codec, ``hac-hyperprior``, is the mean-scale hyperprior of Minnen, Ballé
 and Toderici, "Joint Autoregressive and Hierarchical Priors for Learned Image
@@ -24,8 +24,15 @@ Checkpoints are written atomically (temporary file, then ``os.replace``) every
 ``checkpoint_every`` steps, at the end, and when SIGTERM/SIGINT arrives.
 ``python -m hac.train --resume RUN_DIR`` continues where the run stopped.
 
-Architectures live in :data:`ARCHITECTURES`; ComDefend (Jia et al., CVPR 2019) and
-others can be added there with their own loss.
+Architectures live in :data:`ARCHITECTURES`, each with its own loss. Besides the
+CompressAI models there is ``comdefend`` (Jia et al., CVPR 2019,
+:mod:`hac.codecs.comdefend`): ComCNN + RecCNN trained with ComDefend's unified loss
+``MSE + λ·mean(b²)`` on the soft code ``b = sigmoid(ComCNN(x) − N(0, 20²))``, no
+auxiliary optimizer, exported as ``hac-comdefend-cifar10.safetensors``. New runs from
+the CLI start from the architecture's :attr:`Architecture.defaults` (ComDefend:
+32px crops, λ = 1e-4, lr 1e-3)::
+
+    python -m hac.train --architecture comdefend --data ../shared/data/cifar10/train --run-dir RUN
 """
 
 from __future__ import annotations
@@ -41,7 +48,8 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -90,16 +98,27 @@ class Architecture:
     """A trainable codec architecture.
 
     Attributes:
-        name: CompressAI zoo name, stored in exported metadata (e.g. ``"mbt2018-mean"``).
-        build: ``build(N, M) -> CompressionModel``.
+        name: CompressAI zoo name (or ``"comdefend"``), stored in exported metadata.
+        build: ``build(N, M) -> nn.Module`` (a model with CompressAI's ``update`` /
+            ``compress`` / ``decompress``, used by :func:`evaluate_model`).
         multiple: input height/width must be a multiple of this (total down-sampling).
         paper: the work that introduced it.
+        loss: ``loss(model, x, config) -> {"loss", "mse", ...}`` (scalars); ``None``
+            means CompressAI's rate–distortion loss :func:`rd_loss`. Models with
+            ``quantiles`` parameters also get the auxiliary optimizer.
+        loss_text: the loss, for the exported model card.
+        export_stem: file stem of the exported weights; ``{quality}`` is filled in.
+        defaults: :class:`TrainConfig` values for new runs started from the CLI.
     """
 
     name: str
     build: Callable[[int, int], nn.Module]
     multiple: int = 64
     paper: str = ""
+    loss: Callable[[nn.Module, Tensor, "TrainConfig"], dict[str, Tensor]] | None = None
+    loss_text: str = "λ·255²·MSE + bpp"
+    export_stem: str = CODEC_NAME + "-q{quality}"
+    defaults: Mapping[str, object] = field(default_factory=dict)
 
 
 def _mean_scale_hyperprior(N: int, M: int) -> nn.Module:
@@ -123,6 +142,40 @@ ARCHITECTURES.add(
     "bmshj2018-hyperprior",
     Architecture("bmshj2018-hyperprior", _scale_hyperprior, 64, "Ballé et al., ICLR 2018"),
 )
+
+
+def _comdefend(N: int, M: int) -> nn.Module:
+    from .codecs.comdefend import ComDefend
+
+    return ComDefend()  # fixed widths: N and M do not apply
+
+
+def _comdefend_loss(model: nn.Module, x: Tensor, config: "TrainConfig") -> dict[str, Tensor]:
+    from .codecs.comdefend import training_loss
+
+    return training_loss(model, x, config.lmbda)
+
+
+ARCHITECTURES.add(
+    "comdefend",
+    Architecture(
+        "comdefend",
+        _comdefend,
+        1,
+        "Jia, Wei, Cao, Foroosh, CVPR 2019",
+        loss=_comdefend_loss,
+        loss_text="MSE + λ·mean(b²), b = sigmoid(ComCNN(x) − e), e ~ N(0, 20²)",
+        export_stem="hac-comdefend-cifar10",
+        # The official CIFAR-10 weights: λ = 1e-4, Adam 1e-3; whole 32x32 images.
+        defaults={"crop": 32, "batch_size": 32, "lmbda": 1e-4, "lr": 1e-3, "eval_every": 1000, "eval_images": 500},
+    ),
+)
+
+
+def _loss(arch: Architecture, model: nn.Module, x: Tensor, config: "TrainConfig") -> dict[str, Tensor]:
+    if arch.loss is None:
+        return rd_loss(model(x), x, config.lmbda)
+    return arch.loss(model, x, config)
 
 
 def build_model(architecture: str, N: int, M: int) -> nn.Module:
@@ -158,6 +211,10 @@ class TrainConfig:
         threads: ``torch.set_num_threads`` (``None``: all cores).
         init_from: checkpoint or exported weights to start from (fine-tuning another λ).
         device: torch device to train on (``"cpu"``, ``"cuda"``); checkpoints are device-independent.
+        adversarial, adv_eps, adv_steps, adv_objective, adv_fraction: adversarial fine-tuning of a
+            CompressAI codec (:mod:`hac.adversarial_training`): ``adv_fraction`` of each batch is
+            attacked by ``adv_steps``-step PGD within ``adv_eps`` on ``adv_objective``
+            (``distortion``, ``rate`` or both, comma-separated); the loss compares with the clean batch.
     """
 
     data: str
@@ -187,6 +244,11 @@ class TrainConfig:
     threads: int | None = None
     init_from: str | None = None
     device: str = "cpu"
+    adversarial: bool = False
+    adv_eps: float = 4 / 255
+    adv_steps: int = 3
+    adv_objective: str = "distortion,rate"
+    adv_fraction: float = 0.5
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad value."""
@@ -505,6 +567,18 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def _format_terms(mean: Mapping[str, float], psnr: float) -> str:
+    """``loss L bpp B psnr P [other terms] [aux A]`` (the CompressAI log line keeps its historic form)."""
+    parts = [f"loss {mean['loss']:.4f}"]
+    if "bpp" in mean:
+        parts.append(f"bpp {mean['bpp']:.4f}")
+    parts.append(f"psnr {psnr:.2f}")
+    parts += [f"{key} {value:.4g}" for key, value in mean.items() if key not in ("loss", "bpp", "mse", "aux")]
+    if "aux" in mean:
+        parts.append(f"aux {mean['aux']:.1f}")
+    return " ".join(parts)
+
+
 def _append_jsonl(path: Path, record: dict) -> None:
     with open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -561,23 +635,26 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path) -> Path:
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     device = torch.device(config.device)
+    arch = ARCHITECTURES.get(config.architecture)
     model = build_model(config.architecture, config.N, config.M).to(device)
     main_params, aux_params = _split_parameters(model)
     optimizer = torch.optim.Adam(main_params, lr=config.lr)
-    aux_optimizer = torch.optim.Adam(aux_params, lr=config.aux_lr)
+    # Only CompressAI's entropy bottleneck has quantiles to fit; ComDefend has no aux loss.
+    aux_optimizer = torch.optim.Adam(aux_params, lr=config.aux_lr) if aux_params else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     step = 0
     if ckpt is not None:
         check_state_dict(model, ckpt["model"], str(run_dir / "checkpoint.pt"))
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        aux_optimizer.load_state_dict(ckpt["aux_optimizer"])
+        if aux_optimizer is not None:
+            aux_optimizer.load_state_dict(ckpt["aux_optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         # The LR is a pure function of (step, config), so a resumed run may change lr/schedule/steps.
         scheduler.base_lrs = [config.lr for _ in scheduler.base_lrs]
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(int(ckpt["step"]), config)
-        for group in aux_optimizer.param_groups:
+        for group in aux_optimizer.param_groups if aux_optimizer is not None else []:
             group["lr"] = config.aux_lr
         step = int(ckpt["step"])
         torch.set_rng_state(ckpt["rng"]["torch"])
@@ -588,9 +665,10 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path) -> Path:
         logger.info("initialised from %s", config.init_from)
     (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     n_params = sum(p.numel() for p in model.parameters())
+    sizes = f" N={config.N} M={config.M}" if arch.loss is None else ""  # ComDefend's widths are fixed
     logger.info(
-        "training %s N=%d M=%d (%.2fM params) lambda=%g crop=%d batch=%d steps %d->%d lr=%g threads=%d",
-        config.architecture, config.N, config.M, n_params / 1e6, config.lmbda, config.crop,
+        "training %s%s (%.2fM params) lambda=%g crop=%d batch=%d steps %d->%d lr=%g threads=%d",
+        config.architecture, sizes, n_params / 1e6, config.lmbda, config.crop,
         config.batch_size, step, config.steps, config.lr, torch.get_num_threads(),
     )
     bank = ImageBank(config.data, config.crop)
@@ -604,7 +682,7 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path) -> Path:
             "step": step,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "aux_optimizer": aux_optimizer.state_dict(),
+            "aux_optimizer": aux_optimizer.state_dict() if aux_optimizer is not None else None,
             "scheduler": scheduler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "data": generator.get_state()},
         }
@@ -618,16 +696,27 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path) -> Path:
         logger.info("eval step %d on %s (%d images): bpp %.4f psnr %.2f dB", step, config.eval_dir, result["images"], result["bpp"], result["psnr"])
         _append_jsonl(metrics_path, {"kind": "eval", "step": step, **result, "time": time.time()})
 
+    adversarial = None
+    if config.adversarial:
+        if arch.loss is not None:
+            raise ValueError(f"--adversarial fine-tunes CompressAI codecs; {config.architecture} has its own loss")
+        from .adversarial_training import AdversarialTrainingSettings, adversarial_batch
+
+        adversarial = AdversarialTrainingSettings(config.adv_eps, config.adv_steps, config.adv_objective, config.adv_fraction)
     model.train()
-    window = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0, "n": 0}
+    window: dict[str, float] = {"n": 0}
     window_start = time.time()
     skipped = 0
     with _StopFlag() as stop:
         while step < config.steps and stop.signal is None:
             x = bank.sample(config.batch_size, generator).to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            aux_optimizer.zero_grad(set_to_none=True)
-            terms = rd_loss(model(x), x, config.lmbda)
+            if aux_optimizer is not None:
+                aux_optimizer.zero_grad(set_to_none=True)
+            if adversarial is not None:  # attacked inputs, clean targets
+                terms = rd_loss(model(adversarial_batch(model, x, adversarial, generator)), x, config.lmbda)
+            else:
+                terms = _loss(arch, model, x, config)
             if not torch.isfinite(terms["loss"]):
                 skipped += 1
                 logger.warning("non-finite loss at step %d; batch skipped (%d so far)", step, skipped)
@@ -638,29 +727,27 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path) -> Path:
             if config.clip_max_norm > 0:
                 torch.nn.utils.clip_grad_norm_(main_params, config.clip_max_norm)
             optimizer.step()
-            aux = model.aux_loss()
-            aux.backward()
-            aux_optimizer.step()
+            values = {key: value.item() for key, value in terms.items()}
+            if aux_optimizer is not None:
+                aux = model.aux_loss()
+                aux.backward()
+                aux_optimizer.step()
+                values["aux"] = aux.item()
             scheduler.step()
             step += 1
-            for key in ("loss", "bpp", "mse"):
-                window[key] += terms[key].item()
-            window["aux"] += aux.item()
+            for key, value in values.items():
+                window[key] = window.get(key, 0.0) + value
             window["n"] += 1
             if config.log_every and step % config.log_every == 0:
-                n = window["n"]
-                mean = {k: window[k] / n for k in ("loss", "bpp", "mse", "aux")}
+                n = window.pop("n")
+                mean = {k: v / n for k, v in window.items()}
                 psnr = 10 * math.log10(1 / mean["mse"]) if mean["mse"] > 0 else float("inf")
                 rate = (time.time() - window_start) / n  # wall time per step over this window
                 window_start = time.time()
-                logger.info(
-                    "step %d loss %.4f bpp %.4f psnr %.2f aux %.1f lr %.2e (%.3f s/step)",
-                    step, mean["loss"], mean["bpp"], psnr, mean["aux"], optimizer.param_groups[0]["lr"], rate,
-                )
+                logger.info("step %d %s lr %.2e (%.3f s/step)", step, _format_terms(mean, psnr), optimizer.param_groups[0]["lr"], rate)
                 _append_jsonl(metrics_path, {"kind": "train", "step": step, **mean, "psnr": psnr,
                                              "lr": optimizer.param_groups[0]["lr"], "s_per_step": rate, "time": time.time()})
-                window = dict.fromkeys(window, 0.0)
-                window["n"] = 0
+                window = {"n": 0}
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 save("periodic")
             if config.eval_dir and config.eval_every and step % config.eval_every == 0:
@@ -681,15 +768,21 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path) -> Path:
 def export(
     checkpoint: str | Path,
     out_dir: str | Path,
-    quality: int,
+    quality: int | None = None,
     eval_dir: str | Path | None = None,
     eval_images: int | None = None,
 ) -> Path:
-    """Write ``hac-hyperprior-q{quality}.safetensors`` and its model card into ``out_dir``.
+    """Write the exported weights and their model card into ``out_dir``.
 
-    The state dict is saved after ``model.update(force=True)`` (CDF tables included) with
-    metadata ``architecture``, ``N``, ``M``, ``lambda``, ``steps``. With ``eval_dir`` the
-    card reports the real Kodak bpp/PSNR and JPEG at the same rate.
+    The file is named by the architecture's ``export_stem``:
+    ``hac-hyperprior-q{quality}.safetensors`` for the CompressAI models (``quality``
+    defaults to the run's ``--quality``), ``hac-comdefend-cifar10.safetensors`` for
+    ComDefend. The state dict is saved after ``model.update(force=True)`` (CDF tables
+    included) with metadata ``architecture``, ``N``, ``M``, ``lambda``, ``steps``. With
+    ``eval_dir`` the card reports the real bpp/PSNR there and JPEG at the same rate.
+
+    Raises:
+        ValueError: the architecture's file name needs a quality and none is known.
 
     Returns:
         The path of the safetensors file.
@@ -704,9 +797,12 @@ def export(
     model.load_state_dict(ckpt["model"])
     model.eval()
     model.update(force=True)
+    quality = quality if quality is not None else config.quality
+    if quality is None and "{quality}" in arch.export_stem:
+        raise ValueError(f"{checkpoint} was trained without --quality; pass the rate point to export (--quality Q)")
+    stem = arch.export_stem.format(quality=quality)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{CODEC_NAME}-q{quality}"
     metadata = {"architecture": arch.name, "N": str(config.N), "M": str(config.M),
                 "lambda": str(config.lmbda), "steps": str(ckpt["step"])}
     state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
@@ -716,19 +812,25 @@ def export(
     os.chmod(tmp, 0o644)
     os.replace(tmp, weights_path)
 
+    has_aux = bool(_split_parameters(model)[1])
+    if arch.loss is None:
+        intro = (f"hac's own learned codec, rate point q{quality}: CompressAI `{arch.name}` ({arch.paper}), "
+                 f"N={config.N}, M={config.M}, trained by `hac.train` on {config.device}.")
+    else:
+        intro = f"hac's own `{arch.name}` ({arch.paper}), trained by `hac.train` on {config.device}."
+    aux_text = f", aux Adam {config.aux_lr:g}" if has_aux else ""
     lines = [
         f"# {stem}",
         "",
-        f"hac's own learned codec, rate point q{quality}: CompressAI `{arch.name}` ({arch.paper}), "
-        f"N={config.N}, M={config.M}, trained by `hac.train` on a CPU.",
+        intro,
         "",
         "| | |",
         "|---|---|",
         f"| training data | `{Path(config.data).name}` ({config.data}) |",
         f"| steps | {ckpt['step']} |",
-        f"| λ (loss = λ·255²·MSE + bpp) | {config.lmbda} |",
+        f"| λ (loss = {arch.loss_text}) | {config.lmbda} |",
         f"| crop / batch | {config.crop}px random crops + h-flips / {config.batch_size} |",
-        f"| optimiser | Adam lr {config.lr:g} ({config.lr_schedule} schedule, warm-up {config.warmup_steps}), aux Adam {config.aux_lr:g}, grad clip {config.clip_max_norm:g} |",
+        f"| optimiser | Adam lr {config.lr:g} ({config.lr_schedule} schedule, warm-up {config.warmup_steps}){aux_text}, grad clip {config.clip_max_norm:g} |",
         f"| initialised from | {config.init_from or 'scratch'} |",
         f"| file | `{weights_path.name}`, {weights_path.stat().st_size / 1e6:.1f} MB |",
         f"| exported | {_dt.date.today().isoformat()} |",
@@ -741,7 +843,7 @@ def export(
         lines += [
             f"## Measured on `{Path(eval_dir).name}` ({result['images']} images, real bitstreams, 8-bit output)",
             "",
-            f"- {CODEC_NAME}-q{quality}: **{result['bpp']:.3f} bpp, {result['psnr']:.2f} dB** PSNR (mean over images)",
+            f"- {stem}: **{result['bpp']:.3f} bpp, {result['psnr']:.2f} dB** PSNR (mean over images)",
             (f"- JPEG (Pillow) at the same rate: {jpeg_psnr:.2f} dB, so {result['psnr'] - jpeg_psnr:+.2f} dB vs JPEG"
              if jpeg_psnr is not None else "- JPEG: the rate is outside the measured JPEG curve"),
             "",
@@ -766,9 +868,9 @@ def _parser() -> argparse.ArgumentParser:
     options = {
         "--data": (str, "training image folder (recursive jpg/jpeg/png)"),
         "--architecture": (str, f"one of {', '.join(ARCHITECTURES.names())}"),
-        "--N": (int, "channels N"), "--M": (int, "channels M"),
+        "--N": (int, "channels N (CompressAI models)"), "--M": (int, "channels M (CompressAI models)"),
         "--lmbda": (float, "rate-distortion lambda"), "--quality": (int, "rate-point label"),
-        "--crop": (int, "crop side, multiple of 64"), "--batch-size": (int, "batch size"),
+        "--crop": (int, "crop side, a multiple of the down-sampling (64; comdefend: any)"), "--batch-size": (int, "batch size"),
         "--steps": (int, "total steps of the run"), "--lr": (float, "Adam learning rate"),
         "--aux-lr": (float, "aux Adam learning rate"), "--warmup-steps": (int, "linear warm-up steps"),
         "--lr-schedule": (str, "step, cosine or constant"), "--lr-decay-at": (float, "fraction of steps where the step decay starts"),
@@ -780,13 +882,23 @@ def _parser() -> argparse.ArgumentParser:
         "--threads": (int, "torch threads (default: all cores)"),
         "--init-from": (str, "start from this checkpoint/.safetensors (fine-tune another lambda)"),
         "--device": (str, "torch device, e.g. cuda"),
+        "--adv-eps": (lambda text: float(Fraction(text)), "adversarial L-inf budget, e.g. 4/255"),
+        "--adv-steps": (int, "PGD steps per adversarial batch"),
+        "--adv-objective": (str, "distortion, rate, or distortion,rate"),
+        "--adv-fraction": (float, "attacked share of each batch"),
     }
+    run.add_argument("--adversarial", action="store_true", default=None,
+                     help="fine-tune on a mix of clean and attacked inputs (hac.adversarial_training)")
+    comdefend_defaults = ARCHITECTURES.get("comdefend").defaults
     for flag, (kind, text) in options.items():
         name = flag[2:].replace("-", "_")
-        run.add_argument(flag, dest=name, type=kind, default=None, help=f"{text} (default: {getattr(defaults, name)})")
-    exp = sub.add_parser("export", help="export a checkpoint to weights/hac-hyperprior-q{q}.safetensors + card")
+        default = f"{getattr(defaults, name)}"
+        if name in comdefend_defaults:
+            default += f"; comdefend: {comdefend_defaults[name]}"
+        run.add_argument(flag, dest=name, type=kind, default=None, help=f"{text} (default: {default})")
+    exp = sub.add_parser("export", help="export a checkpoint to weights/ (hac-hyperprior-q{q} or hac-comdefend-cifar10) + card")
     exp.add_argument("checkpoint")
-    exp.add_argument("--quality", type=int, required=True)
+    exp.add_argument("--quality", type=int, help="rate point of hac-hyperprior exports (default: the run's --quality)")
     exp.add_argument("--out-dir", default="weights")
     exp.add_argument("--eval-dir", default=None, help="measure bpp/PSNR (and JPEG) on these images for the card")
     exp.add_argument("--eval-images", type=int, default=None)
@@ -805,7 +917,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "export":
         if args.threads:
             torch.set_num_threads(args.threads)
-        export(args.checkpoint, args.out_dir, args.quality, args.eval_dir, args.eval_images)
+        try:
+            export(args.checkpoint, args.out_dir, args.quality, args.eval_dir, args.eval_images)
+        except (ValueError, FileNotFoundError) as error:
+            logger.error("%s", error)
+            return 2
         return 0
     given = {k: v for k, v in vars(args).items() if k not in ("command", "resume") and v is not None}
     try:
@@ -815,7 +931,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if "data" not in given:
                 raise ValueError("--data is required for a new run")
-            config = TrainConfig.from_dict(given)
+            arch = ARCHITECTURES.get(given.get("architecture", TrainConfig.architecture))
+            config = TrainConfig.from_dict({**arch.defaults, **given})
         train(config, resume=args.resume)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         logger.error("%s", error)

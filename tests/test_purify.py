@@ -32,7 +32,7 @@ def test_mixed_chain_adds_bits_of_every_codec(photos):
 def test_purifier_module_composes_with_a_classifier(classifier, photos):
     purifier = Purifier("jpeg:q=75", rounds=2)
     defended = torch.nn.Sequential(purifier, classifier)
-    assert defended(photos[0]).shape == (3, 1000)
+    assert defended(photos[0]).shape == (len(photos[0]), 1000)
     assert purifier.describe() == "jpeg:q=75 x2"
 
 

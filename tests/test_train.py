@@ -173,5 +173,5 @@ def test_corrupt_checkpoint_gives_a_clear_error(image_dir, tmp_path):
 def test_bad_config_values_are_named():
     with pytest.raises(ValueError, match="crop=96 must be a positive multiple of 64"):
         TrainConfig(data="", run_dir="", crop=96).validate()
-    with pytest.raises(ValueError, match="unknown architecture 'nope'.*bmshj2018-hyperprior, mbt2018-mean"):
+    with pytest.raises(ValueError, match="unknown architecture 'nope'.*bmshj2018-hyperprior, comdefend, mbt2018-mean"):
         TrainConfig(data="", run_dir="", architecture="nope").validate()

@@ -154,6 +154,89 @@ class CompressAICodec(Codec):
         x_hat = self.model.g_s(y + (y_hat - y).detach())
         return straight_through_clamp(x_hat[..., :height, :width])
 
+    def rd_surrogate(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Differentiable reconstruction *and* estimated bits: ``fast`` mode's values, straight-through gradients.
+
+        A rate-distortion surrogate for attacking the codec itself (or training it
+        against such attacks). Every quantisation is written ``q + (v - v.detach())``
+        with ``q`` computed exactly as :meth:`quantize_latents` computes it, so the
+        forward values are ``fast`` mode's and the backward pass treats rounding as
+        the identity:
+
+        * factorized prior: ``y = g_a(x)``, ``y_hat`` rounded around the entropy
+          bottleneck's medians, bits from the bottleneck's likelihood;
+        * hyperpriors: ``z = h_a(y)`` (``h_a(|y|)`` for the scale hyperprior),
+          ``z_hat`` rounded around the medians and its bits from the bottleneck;
+          ``h_s(z_hat)`` gives the scales (and means); ``y_hat`` rounded around the
+          means and its bits from the Gaussian conditional's likelihood, lower
+          bound included;
+        * autoregressive models: ``y_hat`` is the serial decoder's value; once it
+          is known, the masked convolution ``context_prediction(y_hat)`` run in
+          parallel is exactly the context each position saw, so the scales and
+          means come from ``entropy_parameters`` with gradients (equal to the
+          serial ones up to float rounding, about 1e-8).
+
+        The model's training flag plays no part (quantisation is always rounding,
+        never noise), so this also runs on a model that is being trained.
+
+        Shape:
+            x (N, 3, H, W) in [0, 1] -> ``x_hat`` (N, 3, H, W) in [0, 1] (clamped
+            straight-through), equal to ``forward(x).x_hat`` in ``fast`` mode, and
+            ``bits`` (N,), equal to ``forward(x).bpp * H * W`` up to float rounding.
+            Gradients flow to ``x`` from both.
+        """
+        check_image_batch(x)
+        model = self.model
+        padded, (height, width) = pad_to_multiple(x.to(next(model.parameters()).dtype), self.multiple)
+        y = model.g_a(padded)
+        if self.kind == "factorized":
+            y_hat, bits = self._bottleneck_rd(y)
+        else:
+            z_hat, bits = self._bottleneck_rd(model.h_a(torch.abs(y) if self.kind == "scale" else y))
+            params = model.h_s(z_hat)
+            conditional = model.gaussian_conditional
+            if self.kind == "scale":
+                scales, means = params, None
+                with torch.no_grad():
+                    y_q = conditional.quantize(y.detach(), "dequantize")
+            elif self.kind == "mean-scale":
+                scales, means = params.chunk(2, 1)
+                with torch.no_grad():
+                    y_q = conditional.quantize(y.detach(), "dequantize", means.detach())
+            else:
+                with torch.no_grad():
+                    _, serial_means = self._autoregressive_parameters(y.detach(), params.detach())
+                    y_q = conditional.quantize(y.detach(), "dequantize", serial_means)
+            y_hat = y_q + (y - y.detach())
+            if self.kind == "autoregressive":
+                context = model.context_prediction(y_hat)
+                scales, means = model.entropy_parameters(torch.cat((params, context), dim=1)).chunk(2, 1)
+            likelihoods = conditional._likelihood(y_hat, scales, means)
+            if conditional.use_likelihood_bound:
+                likelihoods = conditional.likelihood_lower_bound(likelihoods)
+            bits = bits + _bits(likelihoods)
+        x_hat = model.g_s(y_hat)[..., :height, :width]
+        x_hat = x_hat.clamp(0, 1).detach() + (x_hat - x_hat.detach())  # exact-valued straight-through clamp
+        return x_hat.to(x.dtype), bits
+
+    def _bottleneck_rd(self, latents: Tensor) -> tuple[Tensor, Tensor]:
+        """Straight-through ``round(v - median) + median`` and its bits (N,) under the entropy bottleneck.
+
+        The likelihood is the bottleneck's own (``_likelihood`` and lower bound),
+        laid out per channel as ``EntropyBottleneck.forward`` lays it out, so its
+        value is the ``fast`` mode's.
+        """
+        bottleneck = self.model.entropy_bottleneck
+        with torch.no_grad():
+            quantized, _ = bottleneck(latents.detach(), training=False)
+        latents_hat = quantized + (latents - latents.detach())
+        batch, channels = latents.shape[:2]
+        likelihoods, _, _ = bottleneck._likelihood(latents_hat.transpose(0, 1).reshape(channels, 1, -1))
+        if bottleneck.use_likelihood_bound:
+            likelihoods = bottleneck.likelihood_lower_bound(likelihoods)
+        likelihoods = likelihoods.reshape(channels, batch, *latents.shape[2:]).transpose(0, 1)
+        return latents_hat, _bits(likelihoods)
+
     @torch.no_grad()
     def quantize_latents(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Quantise the latents ``y`` (N, M, h, w) as the encoder does.

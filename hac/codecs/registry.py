@@ -17,7 +17,7 @@ CODECS: Registry[Callable[..., Codec]] = Registry("codec")
 
 # Modules that register codecs when imported; imported on first use so that
 # `import hac` does no work.
-CODEC_MODULES = ("classical", "compressai_zoo")
+CODEC_MODULES = ("classical", "compressai_zoo", "comdefend", "elic", "hific")
 
 
 def register_codec(name: str) -> Callable:

@@ -1,0 +1,483 @@
+"""Attacks on the codecs themselves: make a codec reconstruct worse, or spend more bits.
+
+A purifier is only as good as its codec, and a codec is a network (or a
+pipeline) an attacker can push around too. Zhu, Sun et al., "Attack and
+Defense Analysis of Learned Image Compression" (2024) report that PGD on the
+input of learned codecs drops their PSNR by up to 61.55 % or multiplies their
+bitrate by up to 19.15x. This module measures the same two threats for any hac
+codec:
+
+* ``distortion``: maximise the reconstruction error of the *clean* image,
+  ``MSE(codec(x + delta), x)`` (i.e. minimise the PSNR of the reconstruction
+  against the clean image);
+* ``rate``: maximise the bits the codec spends on ``x + delta``.
+
+Threat model: an L-inf perturbation, ``|delta| <= eps`` per pixel, with ``x + delta``
+in [0, 1] and on the 8-bit grid (:func:`hac.attacks.quantize_adversarial`), found
+by FGSM (Goodfellow et al., ICLR 2015) or PGD (Madry et al., ICLR 2018; step size
+``2.5 * eps / steps`` by default, optional random start). ``noise`` (random signs
+of size eps, no gradients) is the baseline that tells an attack from mere noise.
+
+Gradients (never the reported numbers) come from differentiable stand-ins:
+
+* learned (CompressAI) codecs: :meth:`~hac.codecs.learned.CompressAICodec.rd_surrogate`,
+  straight-through rounding whose forward values are the codec's own, for both
+  the reconstruction and the estimated bits;
+* JPEG: distortion through the codec's differentiable JPEG (``surrogate``), rate
+  through :func:`jpeg_rate_proxy`, a proxy written here;
+* other codecs: distortion through their ``surrogate`` if they have one; no rate.
+
+The *reported* numbers always come from the real codec: learned codecs in
+``entropy-coded`` mode (real rANS bitstream, its real decoded image), JPEG and
+WebP through Pillow; reconstructions are rounded to 8 bits (as a decoder writes
+them) before their PSNR is taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Callable, Iterable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .attacks import quantize_adversarial
+from .codecs.base import Codec, CodecOutput, check_image_batch, pad_to_multiple
+from .metrics import linf, psnr
+
+__all__ = [
+    "OBJECTIVES",
+    "METHODS",
+    "CodecAttackSettings",
+    "CodecAttackResult",
+    "check_objective",
+    "objective_function",
+    "attack_codec",
+    "real_codec",
+    "measure",
+    "evaluate_codec_attack",
+    "run_codec_attacks",
+    "jpeg_quantization_tables",
+    "jpeg_rate_proxy",
+]
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("distortion", "rate")
+METHODS = ("pgd", "fgsm", "noise")
+
+# libjpeg's base quantisation tables (ITU-T T.81 Annex K.1 luminance, K.2 chrominance), row-major.
+_JPEG_LUMA = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+_JPEG_CHROMA = (
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
+    24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99,
+    *([99] * 32),
+)  # fmt: skip
+# JFIF RGB -> YCbCr rows (the +128 chroma offset cancels against JPEG's level shift).
+_YCBCR = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+# Pillow's `subsampling` -> chroma (vertical, horizontal) factors: 4:4:4, 4:2:2, 4:2:0.
+_CHROMA_FACTORS = {0: (1, 1), 1: (1, 2), 2: (2, 2)}
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class CodecAttackSettings:
+    """One attack on a codec's input.
+
+    Attributes:
+        objective: ``"distortion"`` (lower the PSNR of the reconstruction against the
+            clean image) or ``"rate"`` (raise the bits).
+        eps: L-inf budget in [0, 1] pixel units, e.g. ``4/255``; must be in (0, 1].
+        method: ``"pgd"``, ``"fgsm"`` (one step of size ``eps``) or ``"noise"`` (random
+            signs of size ``eps``: the no-gradient baseline).
+        steps: PGD iterations (ignored by ``fgsm`` and ``noise``).
+        alpha: PGD step size; ``None`` means ``2.5 * eps / steps``.
+        random_start: PGD starts from a uniform point of the eps-ball.
+
+    Raises:
+        ValueError: an unknown objective or method, or a value out of range.
+    """
+
+    objective: str = "distortion"
+    eps: float = 4 / 255
+    method: str = "pgd"
+    steps: int = 10
+    alpha: float | None = None
+    random_start: bool = False
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown codec-attack objective {self.objective!r}; valid: {', '.join(OBJECTIVES)}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown codec-attack method {self.method!r}; valid: {', '.join(METHODS)}")
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0 < self.eps <= 1:
+            raise ValueError(f"eps must be a number in (0, 1] (pixel units, e.g. 4/255), got {self.eps!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        if self.alpha is not None and (isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or self.alpha <= 0):
+            raise ValueError(f"alpha (step size) must be a positive number or None, got {self.alpha!r}")
+
+    @property
+    def step_size(self) -> float:
+        return self.alpha if self.alpha is not None else 2.5 * self.eps / self.steps
+
+    def describe(self) -> str:
+        """E.g. ``pgd:objective=rate,eps=4/255,steps=10``."""
+        text = f"{self.method}:objective={self.objective},eps={self.eps * 255:g}/255"
+        if self.method == "pgd":
+            text += f",steps={self.steps}"
+            if self.alpha is not None:
+                text += f",alpha={self.alpha * 255:g}/255"
+            if self.random_start:
+                text += ",random_start=true"
+        return text
+
+
+# --------------------------------------------------------------------------- differentiable objectives
+
+
+def jpeg_quantization_tables(quality: int) -> Tensor:
+    """libjpeg's quality-scaled quantisation tables (luma, chroma) as a float (2, 8, 8) tensor.
+
+    ``jpeg_quality_scaling``: ``scale = 5000 / q`` below 50, else ``200 - 2q``; each
+    entry ``(base * scale + 50) // 100`` clamped to [1, 255] (baseline JPEG), as
+    Pillow writes them.
+    """
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ValueError(f"jpeg quality must be an integer in [1, 100], got {quality!r}")
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    base = torch.tensor((_JPEG_LUMA, _JPEG_CHROMA), dtype=torch.int64)
+    return ((base * scale + 50) // 100).clamp(1, 255).float().view(2, 8, 8)
+
+
+def _dct_matrix(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The orthonormal 8-point DCT-II matrix ``D``; ``D @ block @ D.T`` is JPEG's 2-D FDCT."""
+    k = torch.arange(8, dtype=torch.float64)
+    matrix = torch.cos(math.pi * (2 * k[None, :] + 1) * k[:, None] / 16) * math.sqrt(2 / 8)
+    matrix[0] /= math.sqrt(2)
+    return matrix.to(dtype=dtype, device=device)
+
+
+def _block_log_magnitudes(planes: Tensor, table: Tensor, dct: Tensor) -> Tensor:
+    """Sum over 8x8 blocks of ``log2(1 + |DCT(block) / table|)`` per image: (N, C, H, W) -> (N,)."""
+    batch, channels, height, width = planes.shape
+    blocks = planes.reshape(batch, channels, height // 8, 8, width // 8, 8).transpose(3, 4)
+    coefficients = dct @ blocks @ dct.T
+    return torch.log2(1 + (coefficients / table).abs()).flatten(1).sum(1)
+
+
+def jpeg_rate_proxy(x: Tensor, quality: int, subsampling: int = 2) -> Tensor:
+    """A differentiable *proxy* of the bits JPEG spends: its gradient guides the rate attack.
+
+    The image goes through JPEG's own transform: JFIF YCbCr, level shift, chroma
+    averaged over 2x2 (4:2:0, Pillow's default) or 1x2 (4:2:2) pixels, replicate
+    padding to whole blocks, the 8x8 DCT (as a matrix product) and division by
+    libjpeg's quality-scaled tables (:func:`jpeg_quantization_tables`). The proxy is
+    ``sum log2(1 + |coefficient / q|)`` over all coefficients: unrounded, and with
+    no Huffman or run-length model, so it is **not** a bit count. It grows with the
+    size of the quantised coefficients, which is what JPEG's entropy coder pays
+    for; the rate an attack reaches is always measured with the real encoder.
+
+    Shape:
+        x (N, 3, H, W) in [0, 1] -> (N,), differentiable in ``x``.
+    """
+    check_image_batch(x)
+    if subsampling not in _CHROMA_FACTORS:
+        raise ValueError(f"jpeg subsampling must be 0 (4:4:4), 1 (4:2:2) or 2 (4:2:0), got {subsampling!r}")
+    tables = jpeg_quantization_tables(int(quality)).to(dtype=x.dtype, device=x.device)
+    dct = _dct_matrix(x.dtype, x.device)
+    rows, cols = _CHROMA_FACTORS[subsampling]
+    padded, _ = pad_to_multiple(x, 8 * max(rows, cols))
+    ycbcr = torch.einsum("rc,nchw->nrhw", torch.tensor(_YCBCR, dtype=x.dtype, device=x.device), padded * 255)
+    luma = ycbcr[:, :1] - 128
+    chroma = ycbcr[:, 1:]
+    if rows * cols > 1:
+        chroma = F.avg_pool2d(chroma, (rows, cols))
+    return _block_log_magnitudes(luma, tables[0], dct) + _block_log_magnitudes(chroma, tables[1], dct)
+
+
+def _reconstruction_function(codec: Codec) -> Callable[[Tensor], Tensor]:
+    if callable(getattr(codec, "rd_surrogate", None)):
+        return lambda x: codec.rd_surrogate(x)[0]
+    if codec.has_surrogate:
+        return codec.surrogate
+    raise ValueError(
+        f"codec {codec.describe()!r} has no differentiable surrogate, so it cannot be attacked for distortion "
+        "with gradients; use method 'noise', or a learned codec or JPEG"
+    )
+
+
+def _rate_function(codec: Codec) -> Callable[[Tensor], Tensor]:
+    if callable(getattr(codec, "rd_surrogate", None)):
+        return lambda x: codec.rd_surrogate(x)[1]
+    from .codecs.classical import JpegCodec
+
+    if isinstance(codec, JpegCodec):
+        return lambda x: jpeg_rate_proxy(x, codec.quality, codec.subsampling)
+    raise ValueError(
+        f"codec {codec.describe()!r} has no differentiable rate estimate; the rate attack supports learned "
+        "(CompressAI) codecs and JPEG; use method 'noise' for others"
+    )
+
+
+def check_objective(codec: Codec, objective: str, method: str = "pgd") -> None:
+    """Raise ``ValueError`` unless ``codec`` can be attacked for ``objective`` with ``method``."""
+    CodecAttackSettings(objective=objective, method=method)
+    if method != "noise":
+        (_reconstruction_function if objective == "distortion" else _rate_function)(codec)
+
+
+def objective_function(codec: Codec, objective: str, clean: Tensor) -> Callable[[Tensor], Tensor]:
+    """``f(x_adv) -> (N,)``, the differentiable quantity the attack maximises.
+
+    ``distortion``: per-image MSE between the surrogate reconstruction of ``x_adv``
+    and ``clean``; ``rate``: the estimated bits (learned codecs) or
+    :func:`jpeg_rate_proxy` (JPEG).
+
+    Raises:
+        ValueError: unknown objective, or the codec has no differentiable stand-in for it.
+    """
+    check_objective(codec, objective)
+    if objective == "rate":
+        return _rate_function(codec)
+    reconstruct = _reconstruction_function(codec)
+    clean = clean.detach()
+    return lambda x_adv: (reconstruct(x_adv) - clean).pow(2).flatten(1).mean(1)
+
+
+# --------------------------------------------------------------------------- the attack
+
+
+def _check_8bit(x: Tensor) -> None:
+    off_grid = (x * 255 - torch.round(x * 255)).abs().max().item() if x.numel() else 0.0
+    if off_grid > 1e-3 or x.min() < 0 or x.max() > 1:
+        raise ValueError(
+            "codec attacks expect 8-bit valued images in [0, 1] (as loaded from PNG/JPEG), so that the "
+            f"adversarial image stays on the same grid; got values up to {off_grid:.3g}/255 off it; "
+            "use torch.round(x * 255) / 255"
+        )
+
+
+def attack_codec(codec: Codec, x: Tensor, settings: CodecAttackSettings, generator: torch.Generator | None = None) -> Tensor:
+    """Perturb ``x`` to push ``codec``'s distortion or rate up.
+
+    Args:
+        codec: any hac codec (see the module docstring for what each supports).
+        x: clean images (N, 3, H, W), 8-bit valued, in [0, 1].
+        settings: objective, budget and method.
+        generator: random source of ``noise`` and of PGD's random start (CPU generator).
+
+    Returns:
+        ``x_adv`` (N, 3, H, W) on the 8-bit grid, in [0, 1], ``|x_adv - x| <= eps``.
+
+    Raises:
+        ValueError: ``x`` is not an 8-bit valued batch, or the codec does not support the objective.
+    """
+    check_image_batch(x)
+    _check_8bit(x)
+    check_objective(codec, settings.objective, settings.method)
+    x = x.detach()
+    eps = settings.eps
+
+    def uniform() -> Tensor:  # in [-1, 1], drawn on the CPU so that a CPU generator serves every device
+        return (2 * torch.rand(x.shape, generator=generator, dtype=x.dtype) - 1).to(x.device)
+
+    if settings.method == "noise":
+        delta = eps * torch.sign(uniform())
+    else:
+        objective = objective_function(codec, settings.objective, x)
+        if settings.method == "fgsm":
+            steps, step_size, delta = 1, eps, torch.zeros_like(x)
+        else:
+            steps, step_size = settings.steps, settings.step_size
+            delta = eps * uniform() if settings.random_start else torch.zeros_like(x)
+            delta = (x + delta).clamp(0, 1) - x
+        for _ in range(steps):
+            x_adv = (x + delta).requires_grad_(True)
+            (gradient,) = torch.autograd.grad(objective(x_adv).sum(), x_adv)
+            delta = (delta + step_size * gradient.sign()).clamp(-eps, eps)
+            delta = (x + delta).clamp(0, 1) - x
+    return quantize_adversarial(x, (x + delta).clamp(0, 1))
+
+
+# --------------------------------------------------------------------------- measuring with the real codec
+
+
+def real_codec(codec: Codec) -> Codec:
+    """The codec that produces the reported numbers: a learned codec in ``entropy-coded`` mode, else itself.
+
+    A CompressAI codec in ``fast`` mode is re-wrapped around the *same* model in
+    ``entropy-coded`` mode (real ``compress``/``decompress``).
+    """
+    from .codecs.learned import CompressAICodec
+
+    if isinstance(codec, CompressAICodec) and codec.mode != "entropy-coded":
+        real = CompressAICodec(codec.model, mode="entropy-coded")
+        real.codec_name, real.params = codec.codec_name, {**codec.params, "mode": "entropy-coded"}
+        return real
+    return codec
+
+
+@torch.no_grad()
+def measure(codec: Codec, x: Tensor) -> CodecOutput:
+    """Run the real codec; the reconstruction is rounded to 8 bits, as a decoder writes it."""
+    out = real_codec(codec)(x)
+    return CodecOutput(torch.round(out.x_hat.clamp(0, 1) * 255) / 255, out.bpp.float())
+
+
+@dataclass(frozen=True)
+class CodecAttackResult:
+    """Per-image numbers of one attack on one codec, all from the real codec.
+
+    Attributes:
+        codec: the codec's spec, e.g. ``jpeg:q=25``.
+        settings: the attack.
+        clean_bpp, clean_psnr: (N,) real bpp of ``x`` and PSNR (dB) of its reconstruction against ``x``.
+        adv_bpp, adv_psnr: (N,) real bpp of ``x_adv`` and PSNR of its reconstruction against the *clean* ``x``.
+        perturbation_psnr: (N,) PSNR of ``x_adv`` against ``x`` (how visible the perturbation is).
+        linf: (N,) ``max |x_adv - x|``.
+    """
+
+    codec: str
+    settings: CodecAttackSettings
+    clean_bpp: Tensor
+    clean_psnr: Tensor
+    adv_bpp: Tensor
+    adv_psnr: Tensor
+    perturbation_psnr: Tensor
+    linf: Tensor
+
+    @property
+    def psnr_drop(self) -> Tensor:
+        """(N,) PSNR drop in percent of the clean PSNR: ``100 * (clean - adv) / clean``."""
+        return 100 * (self.clean_psnr - self.adv_psnr) / self.clean_psnr
+
+    @property
+    def bpp_ratio(self) -> Tensor:
+        """(N,) bitrate increase factor ``adv_bpp / clean_bpp``."""
+        return self.adv_bpp / self.clean_bpp
+
+    @property
+    def images(self) -> int:
+        return int(self.clean_bpp.numel())
+
+    def _columns(self) -> dict[str, Tensor]:
+        return {
+            "clean_bpp": self.clean_bpp, "clean_psnr": self.clean_psnr,
+            "adv_bpp": self.adv_bpp, "adv_psnr": self.adv_psnr,
+            "psnr_drop_pct": self.psnr_drop, "bpp_ratio": self.bpp_ratio,
+            "perturbation_psnr": self.perturbation_psnr, "linf_255": self.linf * 255,
+        }  # fmt: skip
+
+    def summary(self) -> dict:
+        """One row: the codec, the attack, and the mean over images of every per-image column."""
+        row = {"codec": self.codec, **asdict(self.settings), "eps_255": self.settings.eps * 255, "images": self.images}
+        row.update({key: value.double().mean().item() for key, value in self._columns().items()})
+        row["linf_255"] = (self.linf.max().item() * 255) if self.images else 0.0  # the worst image, not the mean
+        return row
+
+    def to_dict(self) -> dict:
+        """:meth:`summary` plus the per-image lists under ``per_image``."""
+        return {**self.summary(), "per_image": {key: value.tolist() for key, value in self._columns().items()}}
+
+    @classmethod
+    def concat(cls, results: Sequence["CodecAttackResult"]) -> "CodecAttackResult":
+        """Join the results of the same codec and attack on several batches."""
+        if not results:
+            raise ValueError("no results to join")
+        first = results[0]
+        if any(r.codec != first.codec or r.settings != first.settings for r in results):
+            raise ValueError("can only join results of the same codec and attack")
+        tensors = {
+            f.name: torch.cat([getattr(r, f.name) for r in results])
+            for f in fields(cls)
+            if f.name not in ("codec", "settings")
+        }
+        return cls(codec=first.codec, settings=first.settings, **tensors)
+
+
+def evaluate_codec_attack(
+    codec: Codec,
+    x: Tensor,
+    settings: CodecAttackSettings,
+    generator: torch.Generator | None = None,
+    clean: CodecOutput | None = None,
+) -> tuple[CodecAttackResult, Tensor]:
+    """Attack ``codec`` on ``x`` and measure clean and attacked images with the real codec.
+
+    Args:
+        codec: the codec to attack (a learned codec may be in either mode).
+        x: clean images (N, 3, H, W), 8-bit valued, in [0, 1].
+        settings: the attack.
+        generator: random source for ``noise`` and PGD's random start.
+        clean: :func:`measure` of ``x`` if already known (saves coding it again).
+
+    Returns:
+        The result and ``x_adv`` (N, 3, H, W).
+    """
+    x_adv = attack_codec(codec, x, settings, generator)
+    clean = measure(codec, x) if clean is None else clean
+    attacked = measure(codec, x_adv)
+    result = CodecAttackResult(
+        codec=codec.describe(),
+        settings=settings,
+        clean_bpp=clean.bpp.cpu(),
+        clean_psnr=psnr(clean.x_hat, x).cpu(),
+        adv_bpp=attacked.bpp.cpu(),
+        adv_psnr=psnr(attacked.x_hat, x).cpu(),
+        perturbation_psnr=psnr(x_adv, x).cpu(),
+        linf=linf(x_adv - x).cpu(),
+    )
+    return result, x_adv
+
+
+def run_codec_attacks(
+    codecs: Mapping[str, Codec],
+    images: Iterable[Tensor],
+    settings: Sequence[CodecAttackSettings],
+    seed: int = 0,
+    progress: Callable[[CodecAttackResult], None] | None = None,
+) -> list[CodecAttackResult]:
+    """Every attack in ``settings`` on every codec, over ``images`` one at a time.
+
+    Args:
+        codecs: label (the spec) -> codec.
+        images: (3, H, W) or (N, 3, H, W) tensors, 8-bit valued in [0, 1]; sizes may differ.
+        settings: the attacks; each codec gets those it supports (check with :func:`check_objective` first).
+        seed: seeds the random start / noise of image ``i`` with ``seed + i`` (reproducible, order-independent).
+        progress: called with each (codec, attack) result as soon as it is complete.
+
+    Returns:
+        One :class:`CodecAttackResult` per (codec, attack), in the order codecs x settings.
+    """
+    images = [image if image.ndim == 4 else image[None] for image in images]
+    results = []
+    for label, codec in codecs.items():
+        cleans = [measure(codec, image) for image in images]
+        for attack in settings:
+            parts = []
+            for index, (image, clean) in enumerate(zip(images, cleans)):
+                generator = torch.Generator().manual_seed(seed + index)
+                result, _ = evaluate_codec_attack(codec, image, attack, generator, clean)
+                parts.append(result)
+            joined = CodecAttackResult.concat(parts)
+            logger.debug("%s %s: %s", label, attack.describe(), joined.summary())
+            joined = joined if joined.codec == label else _relabel(joined, label)
+            results.append(joined)
+            if progress is not None:
+                progress(joined)
+    return results
+
+
+def _relabel(result: CodecAttackResult, label: str) -> CodecAttackResult:
+    return CodecAttackResult(**{**{f.name: getattr(result, f.name) for f in fields(result)}, "codec": label})

@@ -1,0 +1,427 @@
+"""Attacks on the codecs themselves (hac.codec_attacks, hac.adversarial_training, ``codec-attack``).
+
+Offline and small. Three kinds of learned model are used:
+
+* *calibrated* random models (as in test_learned_codecs.py): random weights with
+  the latents spread over several quantisation bins and scales predicted at that
+  spread, so that rates are not all rANS overhead; their reconstructions are
+  junk (about 5 dB), so they serve the rate and bookkeeping tests;
+* a *transparent* toy codec for the distortion test: the analysis transform is a
+  4x4 pixel-unshuffle times 64 (a uniform quantiser with step 1/64 per pixel),
+  the synthesis its inverse, the entropy model random-initialised. Its clean
+  PSNR is about 46 dB. Note: with coarse steps (1/8) the straight-through
+  distortion gradient is useless on such a codec (rounding's error points to the
+  centre of the bin; observed drop 0 % while random signs of the same size give
+  2.7 %); with step 1/64 PGD beats random signs (observed 26.5 % vs 23.1 % drop);
+* a tiny trainable MeanScaleHyperprior for adversarial fine-tuning (mechanics only).
+
+JPEG is attacked on real photographs (scikit-image's chelsea and coffee crops).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from compressai.models import (
+    CompressionModel,
+    Cheng2020Anchor,
+    FactorizedPrior,
+    JointAutoregressiveHierarchicalPriors,
+    MeanScaleHyperprior,
+    ScaleHyperprior,
+)
+from PIL import Image
+from torch import nn
+
+from hac.adversarial_training import (
+    AdversarialTrainingSettings,
+    adversarial_batch,
+    rd_cost,
+    robustness_report,
+)
+from hac.cli import main
+from hac.codec_attacks import (
+    CodecAttackResult,
+    CodecAttackSettings,
+    attack_codec,
+    evaluate_codec_attack,
+    jpeg_quantization_tables,
+    jpeg_rate_proxy,
+)
+from hac.codecs import create_codec
+from hac.codecs.learned import CompressAICodec, latent_kind
+from hac.images import load_image
+from hac.metrics import psnr
+
+FAMILIES = {
+    "factorized": lambda: FactorizedPrior(16, 16),
+    "scale": lambda: ScaleHyperprior(16, 16),
+    "mean-scale": lambda: MeanScaleHyperprior(16, 16),
+    "autoregressive": lambda: JointAutoregressiveHierarchicalPriors(16, 16),
+    "cheng2020-anchor": lambda: Cheng2020Anchor(16),
+}
+
+
+class Gain(nn.Module):
+    """Multiply by a constant."""
+
+    def __init__(self, gain: float) -> None:
+        super().__init__()
+        self.gain = gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gain
+
+
+def calibrated(model: CompressionModel, x: torch.Tensor, spread: float = 4.0) -> CompressionModel:
+    """Spread a random model's latents to std ``spread`` and predict scales of about that size."""
+    with torch.no_grad():
+        gain = spread / model.g_a(x).std().item()
+        last, first = model.g_a[-1], model.g_s[0]
+        if isinstance(last, nn.Conv2d) and isinstance(first, nn.ConvTranspose2d):
+            last.weight.mul_(gain)  # folded into the weights: the state dict keeps CompressAI's layout
+            last.bias.mul_(gain)
+            first.weight.div_(gain)
+        else:
+            model.g_a = nn.Sequential(model.g_a, Gain(gain))
+            model.g_s = nn.Sequential(Gain(1 / gain), model.g_s)
+        kind = latent_kind(model)
+        layers = {"scale": lambda: model.h_s[-2], "mean-scale": lambda: model.h_s[-1],
+                  "autoregressive": lambda: model.entropy_parameters[-1]}  # fmt: skip
+        if kind in layers:
+            layer = layers[kind]()
+            layer.weight.mul_(0.01)
+            layer.bias.zero_()
+            layer.bias[: model.M].fill_(spread)
+    return model.eval()
+
+
+def transparent(step: float = 1 / 64) -> CompressionModel:
+    """A factorized-prior codec that quantises pixels (4x4 unshuffled) with ``step``; random entropy model."""
+    model = FactorizedPrior(48, 48)
+    model.g_a = nn.Sequential(nn.PixelUnshuffle(4), Gain(1 / step))
+    model.g_s = nn.Sequential(Gain(step), nn.PixelShuffle(4))
+    return model.eval()
+
+
+def grid_images(*shape: int, seed: int = 0) -> torch.Tensor:
+    """Random 8-bit valued images in [0, 1]."""
+    return torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed)).float() / 255
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def crops(photo_dir) -> torch.Tensor:
+    """Two real 64x64 photo crops (8-bit valued)."""
+    return torch.stack([load_image(photo_dir / name)[:, 100:164, 100:164] for name in ("chelsea.png", "coffee.png")])
+
+
+# --------------------------------------------------------------------------- the surrogate
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_rd_surrogate_has_fast_modes_values_and_gradients(family: str) -> None:
+    x = grid_images(2, 3, 70, 50)
+    codec = CompressAICodec(calibrated(FAMILIES[family](), x))
+    fast = codec(x)
+    x_in = x.clone().requires_grad_(True)
+    x_hat, bits = codec.rd_surrogate(x_in)
+    assert x_hat.shape == x.shape and bits.shape == (2,)
+    assert torch.equal(x_hat.detach(), fast.x_hat)  # observed: identical
+    assert torch.allclose(bits.detach().double(), fast.bpp.double() * 70 * 50, rtol=1e-5, atol=1e-3)
+    (gradient,) = torch.autograd.grad(bits.sum() + x_hat.sum(), x_in)
+    assert torch.isfinite(gradient).all() and gradient.abs().sum() > 0
+
+
+def test_rd_surrogate_ignores_the_training_flag() -> None:
+    x = grid_images(1, 3, 64, 64)
+    model = calibrated(MeanScaleHyperprior(16, 16), x)
+    codec = CompressAICodec(model)
+    reference = codec.rd_surrogate(x)
+    model.train()  # noise instead of rounding in CompressAI's own forward, not here
+    again = codec.rd_surrogate(x)
+    assert torch.equal(reference[0], again[0]) and torch.equal(reference[1], again[1])
+
+
+# --------------------------------------------------------------------------- learned codecs
+
+
+def test_rate_attack_raises_estimated_and_real_bits() -> None:
+    x = grid_images(2, 3, 64, 64, seed=1)
+    codec = CompressAICodec(calibrated(MeanScaleHyperprior(16, 16), x))
+    result, x_adv = evaluate_codec_attack(codec, x, CodecAttackSettings("rate", 4 / 255, "pgd", steps=5))
+    with torch.no_grad():
+        clean_bits, adv_bits = codec.rd_surrogate(x)[1], codec.rd_surrogate(x_adv)[1]
+    assert (adv_bits > clean_bits * 1.02).all()  # observed +5.1 % and +5.3 %
+    assert (result.adv_bpp > result.clean_bpp * 1.01).all()  # real bitstream; observed +5.3 %
+    assert (result.bpp_ratio > 1.01).all()
+
+
+def test_distortion_attack_lowers_psnr_more_than_noise(crops) -> None:
+    codec = CompressAICodec(transparent())
+    attacked, _ = evaluate_codec_attack(codec, crops, CodecAttackSettings("distortion", 4 / 255, "pgd", steps=5))
+    noise, _ = evaluate_codec_attack(codec, crops, CodecAttackSettings("distortion", 4 / 255, "noise"),
+                                     generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert 44 < attacked.clean_psnr.mean() < 49  # observed 46.5 dB
+    assert (attacked.adv_psnr < attacked.clean_psnr - 5).all()  # observed 34.1 dB
+    assert (attacked.psnr_drop > 0).all()
+    assert attacked.adv_psnr.mean() < noise.adv_psnr.mean() - 0.5  # observed 34.1 vs 35.7 dB
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        CodecAttackSettings("rate", 3 / 255, "pgd", steps=3, random_start=True),
+        CodecAttackSettings("distortion", 2 / 255, "fgsm"),
+        CodecAttackSettings("rate", 8 / 255, "noise"),
+    ],
+    ids=lambda s: s.describe(),
+)
+def test_budget_range_and_grid_are_respected(settings: CodecAttackSettings) -> None:
+    x = grid_images(2, 3, 64, 64, seed=2)
+    x[:, :, :8] = 0.0  # saturated pixels: the clamp to [0, 1] must hold
+    x[:, :, -8:] = 1.0
+    codec = CompressAICodec(calibrated(MeanScaleHyperprior(16, 16), x))
+    x_adv = attack_codec(codec, x, settings, torch.Generator().manual_seed(0))
+    assert x_adv.shape == x.shape
+    assert (x_adv - x).abs().max() <= settings.eps + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert torch.equal(x_adv * 255, torch.round(x_adv * 255))
+    assert (x_adv != x).any()
+
+
+def test_reported_numbers_come_from_the_real_bitstream() -> None:
+    x = grid_images(2, 3, 64, 64, seed=3)
+    model = calibrated(MeanScaleHyperprior(16, 16), x)
+    codec = CompressAICodec(model, mode="fast")
+    result, x_adv = evaluate_codec_attack(codec, x, CodecAttackSettings("rate", 4 / 255, steps=3))
+    for index in range(2):
+        with torch.no_grad():
+            encoded = model.compress(x_adv[index : index + 1])
+            decoded = model.decompress(encoded["strings"], encoded["shape"])["x_hat"].clamp(0, 1)
+        bits = 8 * sum(len(strings[0]) for strings in encoded["strings"])
+        assert result.adv_bpp[index].item() == pytest.approx(bits / (64 * 64), rel=1e-6)
+        expected = psnr(torch.round(decoded * 255) / 255, x[index : index + 1])
+        assert result.adv_psnr[index].item() == pytest.approx(expected.item(), abs=1e-4)
+    # and not from the surrogate's estimate, which differs from the real rate
+    with torch.no_grad():
+        estimate = codec.rd_surrogate(x_adv)[1] / (64 * 64)
+    assert not torch.allclose(estimate, result.adv_bpp, rtol=1e-4, atol=0)
+
+
+# --------------------------------------------------------------------------- JPEG
+
+
+def test_jpeg_tables_are_pillows(tmp_path) -> None:
+    array = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    for quality in (1, 10, 25, 50, 75, 95):
+        path = tmp_path / f"q{quality}.jpg"
+        Image.fromarray(array).save(path, quality=quality)
+        with Image.open(path) as image:
+            tables = image.quantization
+        ours = jpeg_quantization_tables(quality).int()
+        assert list(tables[0]) == ours[0].flatten().tolist()
+        assert list(tables[1]) == ours[1].flatten().tolist()
+
+
+def test_jpeg_rate_proxy_follows_the_real_rate(photo_dir) -> None:
+    x = torch.stack([load_image(photo_dir / name)[:, :128, :128] for name in ("chelsea.png", "coffee.png", "camera.png")])
+    real = create_codec("jpeg:q=25")(x).bpp
+    proxy = jpeg_rate_proxy(x, 25)
+    assert proxy.shape == (3,)
+    assert torch.equal(torch.argsort(real), torch.argsort(proxy))
+
+
+@pytest.mark.parametrize("objective", ["distortion", "rate"])
+def test_jpeg_attacks_move_the_real_numbers(crops, objective: str) -> None:
+    codec = create_codec("jpeg:q=25")
+    result, _ = evaluate_codec_attack(codec, crops, CodecAttackSettings(objective, 4 / 255, "pgd", steps=5))
+    if objective == "distortion":
+        # observed drops of 0.04 % and 2.1 % (kornia's differentiable JPEG is a loose surrogate)
+        assert (result.adv_psnr < result.clean_psnr).all() and result.psnr_drop.mean() > 0.5
+    else:
+        assert (result.bpp_ratio > 1.03).all()  # observed x1.06 and x1.05
+
+
+# --------------------------------------------------------------------------- settings and results
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"eps": -4 / 255}, r"eps must be a number in \(0, 1\]"),
+        ({"eps": 0}, r"eps must be a number in \(0, 1\]"),
+        ({"objective": "psnr"}, "unknown codec-attack objective 'psnr'; valid: distortion, rate"),
+        ({"method": "cw"}, "unknown codec-attack method 'cw'"),
+        ({"steps": 0}, "steps must be a positive integer"),
+        ({"alpha": -1.0}, "alpha"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        CodecAttackSettings(**kwargs)
+
+
+def test_unsupported_codec_and_off_grid_input_are_refused() -> None:
+    with pytest.raises(ValueError, match="no differentiable rate estimate"):
+        attack_codec(create_codec("webp:q=50"), grid_images(1, 3, 32, 32), CodecAttackSettings("rate"))
+    with pytest.raises(ValueError, match="8-bit valued"):
+        attack_codec(create_codec("jpeg:q=50"), torch.full((1, 3, 32, 32), 0.5), CodecAttackSettings())
+    with pytest.raises(ValueError, match="fraction"):
+        AdversarialTrainingSettings(fraction=1.5)
+    with pytest.raises(ValueError, match="unknown codec-attack objective 'noise'"):
+        AdversarialTrainingSettings(objectives="distortion,noise")
+
+
+def test_results_join_and_serialise() -> None:
+    x = grid_images(1, 3, 32, 32)
+    codec = create_codec("jpeg:q=50")
+    settings = CodecAttackSettings("rate", 2 / 255, "fgsm")
+    parts = [evaluate_codec_attack(codec, x, settings)[0] for _ in range(2)]
+    joined = CodecAttackResult.concat(parts)
+    assert joined.images == 2
+    record = json.loads(json.dumps(joined.to_dict()))
+    assert record["codec"] == "jpeg:q=50" and record["eps_255"] == pytest.approx(2)
+    assert len(record["per_image"]["bpp_ratio"]) == 2
+    assert record["psnr_drop_pct"] == pytest.approx(joined.psnr_drop.double().mean().item())
+
+
+# --------------------------------------------------------------------------- adversarial training
+
+
+def test_adversarial_batch_mixes_and_keeps_the_model_as_it_was() -> None:
+    x = grid_images(4, 3, 64, 64, seed=4)
+    model = calibrated(MeanScaleHyperprior(16, 16), x).train()
+    settings = AdversarialTrainingSettings(eps=4 / 255, steps=2, objectives=("distortion", "rate"), fraction=0.5)
+    mixed = adversarial_batch(model, x, settings, torch.Generator().manual_seed(0))
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+    assert (mixed[:2] != x[:2]).flatten(1).any(1).all()  # attacked: one per objective
+    assert torch.equal(mixed[2:], x[2:])  # clean
+    assert (mixed - x).abs().max() <= 4 / 255 + 1e-6 and mixed.min() >= 0 and mixed.max() <= 1
+
+
+def test_robustness_report_compares_versions() -> None:
+    x = grid_images(1, 3, 64, 64, seed=5)
+    before = calibrated(MeanScaleHyperprior(16, 16), x)
+    after = calibrated(MeanScaleHyperprior(16, 16), x)
+    attacks = [CodecAttackSettings("rate", 4 / 255, "fgsm")]
+    report = robustness_report({"before": before, "after": after}, [x[0]], attacks, lmbda=0.013)
+    rows = report.rows()
+    assert [row["version"] for row in rows] == ["before", "after"]
+    for row in rows:
+        assert row["adv_rd_cost"] == pytest.approx(rd_cost(row["adv_bpp"], row["adv_psnr"], 0.013), rel=1e-6)
+    (change,) = report.changes("before", "after")
+    assert change["objective"] == "rate" and "adv_rd_cost_change_pct" in change
+    assert "before" in report.format_table()
+
+
+def test_adversarial_fine_tuning_runs_and_resumes(tmp_path) -> None:
+    from hac.train import load_checkpoint
+    from hac.train import main as train_main
+
+    data = tmp_path / "train"
+    data.mkdir()
+    for index in range(3):
+        Image.fromarray((grid_images(3, 64, 64, seed=10 + index) * 255).byte().permute(1, 2, 0).numpy()).save(data / f"{index}.png")
+    run_dir = tmp_path / "run"
+    common = ["--run-dir", str(run_dir), "--log-every", "1", "--checkpoint-every", "2", "--eval-every", "0", "--threads", "1"]
+    args = ["--data", str(data), "--N", "8", "--M", "8", "--crop", "64", "--batch-size", "2", "--lr", "1e-3",
+            "--adversarial", "--adv-eps", "4/255", "--adv-steps", "1", "--adv-objective", "distortion,rate"]  # fmt: skip
+    assert train_main([*common, *args, "--steps", "2"]) == 0
+    first = load_checkpoint(run_dir / "checkpoint.pt")
+    assert first["step"] == 2 and first["config"]["adversarial"] is True
+    assert first["config"]["adv_eps"] == pytest.approx(4 / 255)
+    assert train_main([*common, "--resume", "--steps", "3"]) == 0  # the adversarial settings come from the checkpoint
+    resumed = load_checkpoint(run_dir / "checkpoint.pt")
+    assert resumed["step"] == 3 and resumed["config"]["adv_objective"] == "distortion,rate"
+    assert not torch.equal(first["model"]["g_a.0.weight"], resumed["model"]["g_a.0.weight"])
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
+    assert all(np.isfinite(r["loss"]) for r in records if r["kind"] == "train")
+
+
+def test_adversarial_fine_tuning_refuses_bad_settings(tmp_path) -> None:
+    from hac.train import TrainConfig, train
+
+    data = tmp_path / "train"
+    data.mkdir()
+    Image.fromarray((grid_images(3, 64, 64) * 255).byte().permute(1, 2, 0).numpy()).save(data / "0.png")
+    config = TrainConfig(data=str(data), run_dir=str(tmp_path / "run"), N=8, M=8, crop=64, batch_size=1, steps=1,
+                         adversarial=True, adv_eps=-1 / 255, threads=1)  # fmt: skip
+    with pytest.raises(ValueError, match=r"eps must be a number in \(0, 1\]"):
+        train(config)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def tiny_folder(tmp_path, photo_dir):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("chelsea.png", "coffee.png"):
+        array = np.asarray(Image.open(photo_dir / name).convert("RGB"))[100:172, 100:180]
+        Image.fromarray(array).save(folder / name)
+    return folder
+
+
+def test_cli_attacks_writes_and_skips(tiny_folder, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code = main([
+        "codec-attack", "--data", str(tiny_folder), "--codecs", "jpeg:q=25", "bmshj2018-factorized:q=1", "webp:q=50",
+        "--eps", "2/255,4/255", "--objective", "distortion,rate", "--steps", "2", "--crop", "64", "--out", str(out),
+    ])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "skipped bmshj2018-factorized:q=1" in captured.err  # no weights offline: skipped, not a crash
+    assert "skipped webp:q=50 rate" in captured.err
+    assert captured.out.count("jpeg:q=25") == 4
+    with open(out / "codec_attack.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {(r["objective"], float(r["eps_255"])) for r in rows} == {(o, e) for o in ("distortion", "rate") for e in (2.0, 4.0)}
+    assert all(float(r["linf_255"]) <= float(r["eps_255"]) + 1e-3 for r in rows)
+    record = json.loads((out / "codec_attack.json").read_text())
+    assert record["images"] == ["chelsea.png", "coffee.png"] and len(record["skipped"]) == 3
+    assert (out / "codec_attack_distortion.png").stat().st_size > 0 and (out / "codec_attack_rate.png").is_file()
+
+
+def test_cli_learned_codec_from_local_weights(tiny_folder, tmp_path, capsys) -> None:
+    from safetensors.torch import save_file
+
+    model = calibrated(MeanScaleHyperprior(16, 16), load_image(tiny_folder / "chelsea.png")[None, :, :64, :64])
+    model.update(force=True)
+    weights = tmp_path / "tiny.safetensors"
+    save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(weights))
+    code = main([
+        "codec-attack", "--data", str(tiny_folder), "--limit", "1", "--crop", "64", "--eps", "4/255",
+        "--objective", "rate", "--method", "fgsm", "--codecs", f"hac-hyperprior:q=3,weights={weights}",
+    ])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    (row,) = [line for line in captured.out.splitlines() if line.startswith("hac-hyperprior")]
+    assert float(row.split()[8]) > 1.0  # bpp factor of the rate attack, from the real bitstream
+    assert "skipped" not in captured.err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--eps=-4/255"], "eps must be a number in (0, 1]"),
+        (["--eps", "four"], "eps 'four' is not a number"),
+        (["--objective", "psnr"], "unknown codec-attack objective 'psnr'"),
+        (["--crop", "0"], "--crop must be a positive size"),
+    ],
+)
+def test_cli_bad_settings_give_one_clear_line(tiny_folder, capsys, args, message) -> None:
+    assert main(["codec-attack", "--data", str(tiny_folder), "--codecs", "jpeg:q=25", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
