@@ -53,9 +53,10 @@ from hac.codec_attacks import (
     jpeg_rate_proxy,
 )
 from hac.codecs import create_codec
-from hac.codecs.learned import CompressAICodec, latent_kind
+from hac.codecs.learned import CompressAICodec
 from hac.images import load_image
 from hac.metrics import psnr
+from random_codecs import Gain, calibrated
 
 FAMILIES = {
     "factorized": lambda: FactorizedPrior(16, 16),
@@ -64,40 +65,6 @@ FAMILIES = {
     "autoregressive": lambda: JointAutoregressiveHierarchicalPriors(16, 16),
     "cheng2020-anchor": lambda: Cheng2020Anchor(16),
 }
-
-
-class Gain(nn.Module):
-    """Multiply by a constant."""
-
-    def __init__(self, gain: float) -> None:
-        super().__init__()
-        self.gain = gain
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gain
-
-
-def calibrated(model: CompressionModel, x: torch.Tensor, spread: float = 4.0) -> CompressionModel:
-    """Spread a random model's latents to std ``spread`` and predict scales of about that size."""
-    with torch.no_grad():
-        gain = spread / model.g_a(x).std().item()
-        last, first = model.g_a[-1], model.g_s[0]
-        if isinstance(last, nn.Conv2d) and isinstance(first, nn.ConvTranspose2d):
-            last.weight.mul_(gain)  # folded into the weights: the state dict keeps CompressAI's layout
-            last.bias.mul_(gain)
-            first.weight.div_(gain)
-        else:
-            model.g_a = nn.Sequential(model.g_a, Gain(gain))
-            model.g_s = nn.Sequential(Gain(1 / gain), model.g_s)
-        kind = latent_kind(model)
-        layers = {"scale": lambda: model.h_s[-2], "mean-scale": lambda: model.h_s[-1],
-                  "autoregressive": lambda: model.entropy_parameters[-1]}  # fmt: skip
-        if kind in layers:
-            layer = layers[kind]()
-            layer.weight.mul_(0.01)
-            layer.bias.zero_()
-            layer.bias[: model.M].fill_(spread)
-    return model.eval()
 
 
 def transparent(step: float = 1 / 64) -> CompressionModel:

@@ -50,6 +50,7 @@ from hac.codecs.elic import convert_state_dict as convert_elic_state
 from hac.codecs.elic_model import ELIC
 from hac.codecs.hific import HiFiCCodec, config_from_state, convert_checkpoint as convert_hific, read_checkpoint
 from hac.codecs.hific_model import HiFiC, HiFiCConfig
+from random_codecs import Gain, images
 
 RECONSTRUCTION_ATOL = 1e-6  # fast vs entropy-coded; observed 0.0
 SURROGATE_ATOL = 1e-5  # surrogate vs fast; observed < 1.5e-6 (straight-through float rounding)
@@ -221,19 +222,6 @@ def random_state(shapes: dict[str, tuple[int, ...]], seed: int = 0, scale: float
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class Gain(nn.Module):
-    def __init__(self, gain: float) -> None:
-        super().__init__()
-        self.gain = gain
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gain
-
-
-def images(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
 
 
 def n_parameters(model: nn.Module) -> int:

@@ -34,7 +34,8 @@ from torch import nn
 from hac import hub
 from hac.codecs import create_codec
 from hac.codecs.compressai_zoo import ARCHITECTURES, convert_zoo_state_dict
-from hac.codecs.learned import CompressAICodec, latent_kind
+from hac.codecs.learned import CompressAICodec
+from random_codecs import calibrated, images
 
 RECONSTRUCTION_ATOL = 1e-5  # fast vs entropy-coded; observed 0.0
 SURROGATE_ATOL = 1e-5  # surrogate vs fast; observed < 2e-7 (straight-through float rounding)
@@ -53,42 +54,6 @@ FAMILIES = {
     "cheng2020-anchor": lambda: Cheng2020Anchor(32),
     "cheng2020-attn": lambda: Cheng2020Attention(32),
 }
-
-
-class Gain(nn.Module):
-    """Multiply by a constant (used to spread a random model's latents)."""
-
-    def __init__(self, gain: float) -> None:
-        super().__init__()
-        self.gain = gain
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gain
-
-
-def calibrated(model: CompressionModel, x: torch.Tensor, spread: float = 4.0) -> CompressionModel:
-    """Spread the latents of a random model to std ``spread`` and predict scales of about that size."""
-    with torch.no_grad():
-        gain = spread / model.g_a(x).std().item()
-        model.g_a = nn.Sequential(model.g_a, Gain(gain))
-        model.g_s = nn.Sequential(Gain(1 / gain), model.g_s)
-        kind = latent_kind(model)
-        # The convolution whose output (first M channels) holds the scales.
-        if kind == "scale":
-            layer = model.h_s[-2]  # followed by a ReLU
-        elif kind == "mean-scale":
-            layer = model.h_s[-1]
-        elif kind == "autoregressive":
-            layer = model.entropy_parameters[-1]
-        if kind != "factorized":
-            layer.weight.mul_(0.01)
-            layer.bias.zero_()
-            layer.bias[: model.M].fill_(spread)
-    return model.eval()
-
-
-def images(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture(autouse=True)
