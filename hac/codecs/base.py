@@ -69,6 +69,13 @@ class Codec(nn.Module):
     def forward(self, x: Tensor) -> CodecOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def train(self, mode: bool = True) -> "Codec":
+        """Codecs are inference modules: their networks stay in eval mode (quantisation, never noise)."""
+        super().train(mode)
+        for module in self.children():
+            module.eval()
+        return self
+
     def surrogate(self, x: Tensor) -> Tensor:
         """Differentiable approximation of ``forward(x).x_hat``.
 

@@ -432,11 +432,5 @@ class ComDefendCodec(Codec):
         check_image_batch(x)
         return self._run(x, straight_through=True)
 
-    def train(self, mode: bool = True) -> "ComDefendCodec":
-        """The codec has no train-mode behaviour; its model always stays in eval mode."""
-        super().train(mode)
-        self.model.eval()
-        return self
-
 
 hub.register_weights([OFFICIAL_ENC, OFFICIAL_DEC, OFFICIAL, HAC_CIFAR10])

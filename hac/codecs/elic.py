@@ -239,12 +239,6 @@ class ELICCodec(Codec):
         self.codec_name = "elic"
         self.params = {"mode": mode}
 
-    def train(self, mode: bool = True) -> "ELICCodec":
-        """The model always stays in eval mode."""
-        super().train(mode)
-        self.model.eval()
-        return self
-
     def forward(self, x: Tensor) -> CodecOutput:
         """Compress and reconstruct ``x`` (N, 3, H, W) in [0, 1]."""
         check_image_batch(x)

@@ -342,12 +342,6 @@ class HiFiCCodec(Codec):
         self.codec_name = "hific"
         self.params = {"mode": mode}
 
-    def train(self, mode: bool = True) -> "HiFiCCodec":
-        """The model always stays in eval mode."""
-        super().train(mode)
-        self.model.eval()
-        return self
-
     def _to_model(self, x: Tensor) -> Tensor:
         return 2 * x - 1 if self.model.config.normalize_input_image else x
 

@@ -114,12 +114,6 @@ class CompressAICodec(Codec):
         self.codec_name = type(model).__name__  # create_codec replaces it with the registered name
         self.params = {"mode": mode}
 
-    def train(self, mode: bool = True) -> "CompressAICodec":
-        """Codecs always run their model in eval mode (quantisation, not noise)."""
-        super().train(mode)
-        self.model.eval()
-        return self
-
     def forward(self, x: Tensor) -> CodecOutput:
         """Compress and reconstruct ``x`` (N, 3, H, W) in [0, 1]; returns x_hat in [0, 1] and bpp (N,)."""
         check_image_batch(x)
