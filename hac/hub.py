@@ -99,6 +99,11 @@ class WeightSpec:
     description: str = ""
 
     @property
+    def local_filename(self) -> str:
+        """Name of the file in ``weights/``: Hub files get the spec's name (many are all ``model.safetensors``)."""
+        return f"{self.name}{Path(self.filename).suffix}" if self.repo_id else self.filename
+
+    @property
     def source(self) -> str:
         """Human-readable remote source."""
         if self.repo_id:
@@ -220,7 +225,7 @@ def _missing_message(spec: WeightSpec, reason: str) -> str:
         f"weights for {spec.name!r} are not available: {reason}. "
         f"Source: {spec.source}. Fetch them with: {spec.fetch_hint()}; "
         f"or pass the path of a local copy (a codec's `weights=PATH` parameter, the CLI's --classifier-weights), "
-        f"or put the file at {default_weights_dir() / spec.filename}."
+        f"or put the file at {default_weights_dir() / spec.local_filename}."
     )
 
 
@@ -257,8 +262,8 @@ def resolve_weights(
         if embedded is not None:
             return ResolvedWeights(spec, embedded, "package")
     shipped = Path(weights_dir) if weights_dir is not None else default_weights_dir()
-    if (shipped / spec.filename).is_file():
-        return ResolvedWeights(spec, shipped / spec.filename, "weights-dir")
+    if (shipped / spec.local_filename).is_file():
+        return ResolvedWeights(spec, shipped / spec.local_filename, "weights-dir")
     # Offline always wins, even over an explicit download request.
     allow_download = (allow_download is not False) and not is_offline()
     found = None

@@ -97,7 +97,8 @@ def test_resolution_order_explicit_then_weights_dir(hub_spec, tmp_path):
     spec, cache, state = hub_spec
     shipped = tmp_path / "shipped"
     shipped.mkdir()
-    save_file(state, str(shipped / spec.filename))
+    save_file(state, str(shipped / spec.local_filename))
+    assert spec.local_filename == "tiny.safetensors"  # Hub files are all model.safetensors; weights/ keeps them apart
     assert hub.resolve_weights(spec, cache_dir=cache, weights_dir=shipped).origin == "weights-dir"
     explicit = tmp_path / "mine.safetensors"
     save_file(state, str(explicit))
