@@ -18,7 +18,7 @@ from ..images import ImageError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS = ("weights", "purify", "attack", "convert", "rd", "codec-attack")
+COMMANDS = ("weights", "purify", "attack", "convert", "rd", "eval", "codec-attack")
 
 USER_ERRORS = (ValueError, FileNotFoundError, MissingWeightsError, UnsafeWeightsError, ImageError)
 

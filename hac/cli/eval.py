@@ -1,0 +1,134 @@
+"""``python -m hac eval``: evaluate a grid of defences on a folder of images; resumable."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..eval_config import PRESETS, load_config
+from ..evaluate import evaluate
+from ..plots import make_plots
+from ..results_store import STORE_FILENAME
+
+__all__ = ["add_parser", "run", "format_summary", "format_worst_case"]
+
+_SHOWN_ROWS = 60
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate classifier x codec x rounds x attack x eps x threat model on a data folder (resumable)",
+        description="Run a batch evaluation. Results are appended to OUT/rows.jsonl as they are computed; "
+        "rerunning the same command continues an interrupted run, or returns a finished one at once.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="YAML or JSON config (see configs/hac-paper-small.yaml)")
+    source.add_argument("--preset", choices=sorted(PRESETS), help="a built-in config")
+    parser.add_argument("--data", type=Path, help="image folder: <synset>/<image> (ImageNet, Imagenette) or "
+                        "<class_name>/<image> (CIFAR-10); overrides the config's data.path")
+    parser.add_argument("--out", type=Path, required=True, help="run folder: rows.jsonl, summary.csv, results.json, plots")
+    parser.add_argument("--limit", type=int, help="evaluate a fixed, seeded subset of N images (overrides data.limit)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary table (for scripts)")
+    parser.set_defaults(run=run)
+
+
+def _cell(value, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table(header: tuple[str, ...], lines: list[tuple[str, ...]]) -> list[str]:
+    table = [header, *lines]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    return ["  ".join(value.ljust(width) for value, width in zip(line, widths)).rstrip() for line in table]
+
+
+def format_summary(rows: list[dict], limit: int = _SHOWN_ROWS) -> str:
+    """The summary rows as an aligned text table (at most ``limit`` rows)."""
+    header = ("threat", "attack", "codec", "rnd", "n", "clean", "undef", "defended", "clean+def", "bpp", "PSNR", "status")
+    lines = _table(header, [
+        (row["threat"], row["attack"], row["codec"], str(row["rounds"]), str(row["images"]),
+         _cell(row["clean_acc"]), _cell(row["adv_acc"]), _cell(row["defended_acc"]), _cell(row["clean_defended_acc"]),
+         _cell(row["bpp"]), _cell(row["psnr"], ".2f"), row["status"])
+        for row in rows[:limit]
+    ])
+    if len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more rows in summary.csv")
+    return "\n".join(lines)
+
+
+def format_worst_case(rows: list[dict], limit: int = _SHOWN_ROWS) -> str:
+    """Worst case over attacks, for the defences tried with more than one attack or threat model."""
+    rows = [row for row in rows if row["cells"] > 1]
+    if not rows:
+        return ""
+    header = ("threat", "codec", "rnd", "eps", "n", "robust", "clean+def", "over")
+    lines = _table(header, [
+        (row["threat"], row["codec"], str(row["rounds"]), "-" if row["eps_255"] is None else f"{row['eps_255']:g}/255",
+         str(row["images"]), _cell(row["robust_acc"]), _cell(row["clean_defended_acc"]), row["attacks"])
+        for row in rows[:limit]
+    ])
+    if len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more rows in worst_case.csv")
+    return "\n".join(["worst case over attacks (per image):", *lines])
+
+
+class _Bar:
+    """tqdm driven by evaluate's progress(done, total, message)."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="unit", desc="eval", file=sys.stderr, dynamic_ncols=True)
+        self.bar.set_postfix_str(message[:90], refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be a positive integer, got {args.limit}")
+    config = load_config(args.config if args.config is not None else args.preset)
+    bar = None if args.quiet else _Bar()
+    try:
+        results = evaluate(config, args.out, bar, data=args.data, limit=args.limit, device=args.device)
+    finally:
+        if bar is not None:
+            bar.close()
+    written = results.write(args.out)
+    if not args.no_plots:
+        written += make_plots(results, args.out)
+    if args.quiet:
+        return 0
+    reuse, run_info = results.reuse(), results.run
+    print(format_summary(results.summary_rows()))
+    worst = format_worst_case(results.worst_case_rows())
+    if worst:
+        print(f"\n{worst}")
+    print(f"\n{len(results.image_ids) - len(results.skipped_images)} images evaluated"
+          f"{f', {len(results.skipped_images)} unreadable and skipped' if results.skipped_images else ''}; "
+          f"{run_info['units_computed']} units computed, {run_info['units_reused_from_store']} taken from the store, "
+          f"{run_info['wall_seconds']:.1f} s")
+    print(f"attack calls: {reuse['attack_calls']} (a cell-by-cell run needs {reuse['attack_calls_without_reuse']}); "
+          f"codec passes: {reuse['codec_passes']} (cell by cell: {reuse['codec_passes_without_reuse']})")
+    for warning in results.warnings():
+        print(f"WARNING: {warning}")
+    print(f"wrote {args.out / STORE_FILENAME}, " + ", ".join(path.name for path in written))
+    return 0
