@@ -1,0 +1,263 @@
+"""The batch tab's handlers: a preset plus the user's edits -> :func:`hac.evaluate.evaluate`.
+
+The tab shows a preset's top-level axes as editable text (attacks without their
+budget, budgets in 1/255, codec chains, rounds, threat models). Left as shown, the
+preset runs exactly as defined (including its ``grid`` blocks, if any); once any
+field is edited, the fields define one plain grid instead.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import gradio as gr
+import pandas as pd
+
+from ..attacks import ATTACKS
+from ..specs import ComponentSpec, format_spec, parse_spec
+from ..threats import check_threat
+from .cache import ModelCache
+from .files import RunFiles, resolve_data_folder
+from .handlers import user_error, user_errors
+
+__all__ = [
+    "SAMPLE_DATASET",
+    "MAX_BATCH_IMAGES",
+    "MAX_BATCH_WORK",
+    "TABLE_COLUMNS",
+    "BatchFields",
+    "BatchOutputs",
+    "batch_presets",
+    "preset_fields",
+    "preset_description",
+    "run_batch",
+]
+
+SAMPLE_DATASET = "sample: 5 scikit-image photos"
+MAX_BATCH_IMAGES = 200
+"""Most images one batch run in the app may use."""
+MAX_BATCH_WORK = 500
+"""Most (image, grid cell) pairs one batch run in the app may evaluate; larger grids belong on the command line."""
+TABLE_COLUMNS = (
+    "classifier", "threat", "attack", "codec", "rounds", "images", "clean_acc", "adv_acc", "defended_acc",
+    "clean_defended_acc", "bpp", "psnr", "linf_255", "seconds", "status",
+)
+
+
+class BatchFields(NamedTuple):
+    """The editable fields of the batch tab, as text (what the components hold)."""
+
+    limit: int
+    attacks: str
+    eps: str
+    codecs: str
+    rounds: str
+    threats: list[str]
+
+
+class BatchOutputs(NamedTuple):
+    """What :func:`run_batch` returns, in the order of the batch tab's output components."""
+
+    summary: pd.DataFrame
+    plots: list[str]
+    download: str
+    status: str
+
+
+def _evaluate():
+    try:
+        from .. import evaluate
+    except ImportError as error:
+        raise user_error(
+            f"the batch evaluation is not available in this installation ({error}).", "Batch evaluation unavailable"
+        ) from error
+    return evaluate
+
+
+def batch_presets() -> list[str]:
+    """Names of the evaluation presets (empty when :mod:`hac.evaluate` is unavailable)."""
+    try:
+        from ..evaluate import PRESETS
+    except ImportError:
+        return []
+    return list(PRESETS)
+
+
+def _preset(name: str) -> dict:
+    presets = _evaluate().PRESETS
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; valid choices: {', '.join(presets)}")
+    return presets[name]
+
+
+def _number(value: float) -> str:
+    return f"{round(value, 4):g}"
+
+
+def preset_fields(preset: str) -> BatchFields:
+    """The preset's top-level axes as the tab's fields (its ``grid`` blocks, if any, are not shown)."""
+    with user_errors():
+        raw = _preset(preset)
+        top = _evaluate().load_config({key: value for key, value in raw.items() if key != "grid"}).blocks[0]
+    attacks = dict.fromkeys(
+        format_spec(ComponentSpec(attack.name, {k: v for k, v in attack.params if k != "eps"})) for attack in top.attacks
+    )
+    eps = sorted({attack.eps * 255 for attack in top.attacks if attack.eps is not None})
+    return BatchFields(
+        limit=int(raw.get("data", {}).get("limit") or 0),
+        attacks="; ".join(attacks),
+        eps=", ".join(_number(value) for value in eps),
+        codecs="; ".join(codec.chain for codec in top.codecs),
+        rounds=", ".join(str(r) for r in top.rounds),
+        threats=list(top.threats),
+    )
+
+
+def preset_description(preset: str) -> str:
+    """One paragraph about the preset, for the tab."""
+    with user_errors():
+        raw = _preset(preset)
+    text = f"**{preset}** — {raw.get('description', '').rstrip('.')}."
+    if "grid" in raw:
+        text += (f" This preset combines {len(raw['grid'])} grid blocks; the fields show its top-level axes. "
+                 "Run it unchanged to get all blocks; editing a field replaces them by one grid of the fields.")
+    return text
+
+
+def _split(text: str | None, separator: str) -> list[str]:
+    return [part.strip() for part in (text or "").split(separator) if part.strip()]
+
+
+def _numbers(name: str, text: str | None, cast) -> list:
+    values = []
+    for part in _split((text or "").replace(";", ","), ","):
+        try:
+            values.append(cast(part))
+        except ValueError:
+            raise ValueError(f"{name} must be a comma-separated list of numbers, got {part!r}") from None
+    return values
+
+
+def _same(fields: BatchFields, preset: BatchFields) -> bool:
+    def norm(value: Any) -> Any:
+        return sorted(value) if isinstance(value, list) else " ".join(str(value).split())
+
+    return all(norm(a) == norm(b) for a, b in zip(fields[1:], preset[1:]))
+
+
+def _config_from_fields(preset: str, fields: BatchFields) -> dict:
+    """The config mapping: the preset itself if the axes are unchanged, else the preset's settings with the fields' grid."""
+    raw = dict(_preset(preset))
+    if _same(fields, preset_fields(preset)):
+        return raw
+    raw.pop("grid", None)
+    eps = _numbers("eps", fields.eps, float)
+    if any(value <= 0 or value > 64 for value in eps):
+        raise ValueError(f"every eps must be in (0, 64] (units of 1/255), got {fields.eps!r}")
+    attacks = []
+    for text in _split(fields.attacks, ";"):
+        spec = parse_spec(text)
+        entry = ATTACKS.get(spec.name)  # unknown name -> ValueError listing the valid ones
+        params = dict(spec.params)
+        if eps and "eps" in entry.defaults and entry.norm == "Linf" and "eps" not in params:
+            params["eps"] = [f"{_number(value)}/255" for value in eps]
+        attacks.append({"name": spec.name, **params})
+    if not attacks:
+        raise ValueError("give at least one attack, e.g. 'fgsm' or 'pgd:steps=10'")
+    codecs = _split(fields.codecs, ";")
+    if not codecs:
+        raise ValueError("give at least one codec chain, e.g. 'jpeg:q=25' or 'jpeg:q=50+webp:q=80'")
+    rounds = _numbers("rounds", fields.rounds, int) or [1]
+    threats = [check_threat(threat) for threat in fields.threats] or ["oblivious"]
+    return {**raw, "attacks": attacks, "codecs": codecs, "rounds": rounds, "threats": threats}
+
+
+def _dataset_path(files: RunFiles, dataset: str) -> Path:
+    if dataset == SAMPLE_DATASET:
+        return files.sample_dataset()
+    return resolve_data_folder(dataset)
+
+
+def _check_size(evaluate, config, data: Path, limit: int | None) -> int:
+    """The number of images; refuses grids over :data:`MAX_BATCH_IMAGES` / :data:`MAX_BATCH_WORK`."""
+    cells = [cell for cell in config.cells() if not cell.is_baseline]
+    _, ids = evaluate.select_images(config.with_data(path=str(data), limit=limit))
+    if len(ids) > MAX_BATCH_IMAGES:
+        raise ValueError(f"the app evaluates at most {MAX_BATCH_IMAGES} images per run, this dataset selection has "
+                         f"{len(ids)}; set 'Images' to {MAX_BATCH_IMAGES} or fewer")
+    work = len(ids) * len(cells)
+    if work > MAX_BATCH_WORK:
+        raise ValueError(
+            f"this grid is too large for the app: {len(ids)} images x {len(cells)} cells = {work:,} evaluations, over the "
+            f"limit of {MAX_BATCH_WORK:,}. Use fewer images or settings, or run it with `python -m hac eval`."
+        )
+    return len(ids)
+
+
+def _table(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=[c for c in TABLE_COLUMNS if not rows or c in rows[0]])
+    return frame.round(4)
+
+
+def run_batch(
+    cache: ModelCache,
+    files: RunFiles,
+    dataset: str,
+    preset: str,
+    limit: int | None = None,
+    attacks: str = "",
+    eps: str = "",
+    codecs: str = "",
+    rounds: str = "",
+    threats: list[str] | None = None,
+    progress: gr.Progress = gr.Progress(),
+) -> BatchOutputs:
+    """Evaluate a preset (with the tab's edits) on a dataset; see :func:`hac.evaluate.evaluate`.
+
+    Args:
+        cache, files: the app's shared model cache (its classifiers are reused) and scratch folder.
+        dataset: :data:`SAMPLE_DATASET` or a folder name under ``$HAC_DATA_ROOT``.
+        preset: a key of :data:`hac.evaluate.PRESETS`.
+        limit: images to use (0 or ``None``: the preset's).
+        attacks, eps, codecs, rounds, threats: the tab's fields (see :class:`BatchFields`).
+        progress: Gradio's live progress bar (a ``gr.Progress()`` default is what makes
+            Gradio inject it; outside a request it does nothing).
+
+    Returns:
+        The summary table, the plots (PNG paths), a zip of every file written, and a status paragraph.
+
+    Raises:
+        gradio.Error: evaluation unavailable, a bad field, missing data or weights, or a grid over the limits.
+    """
+    evaluate = _evaluate()
+    with user_errors():
+        fields = BatchFields(int(limit or 0), attacks, eps, codecs, rounds, list(threats or []))
+        config = evaluate.load_config(_config_from_fields(preset, fields))
+        data = _dataset_path(files, dataset)
+        limit = int(limit) if limit else None
+        images = _check_size(evaluate, config, data, limit)
+        classifiers = {name for block in config.blocks for name in block.classifiers}
+        models = {name: cache.classifier(name) for name in sorted(classifiers)}
+        out = files.new_run("batch")
+        progress((0, None), desc=f"{images} images, {len(config.cells())} cells: starting")
+        results = evaluate.evaluate(
+            config, out, progress=lambda done, total, message: progress((done, total), desc=message),
+            data=data, limit=limit, device=cache.device, models=models,
+        )
+        results.write(out)
+        plots = [str(path) for path in evaluate.make_plots(results, out)]
+    archive = shutil.make_archive(str(out.parent / f"{out.name}-results"), "zip", root_dir=out)
+    rows = results.summary_rows()
+    status = [f"Done: {len(rows)} cells on {len(results.image_ids)} images in {results.run['wall_seconds']:.1f} s "
+              f"(`{config.name}`). `adv_acc` is the undefended classifier under attack, `defended_acc` the accuracy "
+              "after purification, `clean_defended_acc` the price of the defence on clean images."]
+    status += [f"**⚠ Warning:** {message}" for message in results.warnings()]
+    status += [f"**⚠ Skipped** {key}: {reason}" for key, reason in _skipped(results)]
+    return BatchOutputs(_table(rows), plots, archive, "\n\n".join(status))
+
+
+def _skipped(results) -> list[tuple[str, str]]:
+    cells = {cell.id: cell.key for cell in results.cells}
+    return [(cells.get(cell_id, cell_id), str(reason)) for cell_id, reason in results.skipped_cells.items()]

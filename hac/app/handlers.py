@@ -1,0 +1,387 @@
+"""What the app's buttons do: plain functions over hac's library, testable without a server.
+
+Every handler takes the shared :class:`~hac.app.cache.ModelCache` and
+:class:`~hac.app.files.RunFiles` first (the UI binds them), then the values of
+its input components. A user's mistake (a bad file, a missing model, a bad
+codec spec) is raised as :class:`gradio.Error` with the library's message,
+which says what was wrong and how to fix it. Images leave as PNG files that
+this module wrote itself, so what the browser shows and downloads is exactly
+the tensor the library produced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from pathlib import Path
+from typing import Any, Iterator, NamedTuple
+
+import gradio as gr
+import pandas as pd
+import torch
+
+from ..attacks import ATTACKS
+from ..classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER, classifier_names
+from ..codecs import codec_names
+from ..codecs.registry import CODECS, load_all_codec_modules
+from ..hub import MissingWeightsError, UnsafeWeightsError, WeightSpec, resolve_weights, weights_available
+from ..images import ImageError, load_image, perturbation_image, save_png
+from ..pipeline import DefenceReport, attack_and_purify
+from ..threats import check_threat
+from .cache import ModelCache
+from .files import RunFiles
+
+__all__ = [
+    "user_error",
+    "user_errors",
+    "APP_MAX_PIXELS",
+    "ROUND_COLUMNS",
+    "MAX_STEPS",
+    "MAX_ROUNDS",
+    "UNAVAILABLE",
+    "AttackOutputs",
+    "classifier_choices",
+    "codec_choices",
+    "codec_quality_range",
+    "check_classifier",
+    "quality_for_codec",
+    "attack_spec",
+    "run_attack",
+]
+
+APP_MAX_PIXELS = 16_000_000
+"""Largest upload the app decodes (a 4000 x 4000 photo); larger files get a clear refusal."""
+MAX_STEPS = 200
+MAX_ROUNDS = 10
+UNAVAILABLE = "weights not downloaded"
+
+ROUND_COLUMNS = ("round", "bpp (adversarial in)", "PSNR vs adversarial (dB)", "bpp (clean in)", "PSNR vs clean (dB)")
+"""Columns of the per-round table: PSNR is against the purifier's input (adversarial or clean image)."""
+
+_CLASSICAL_QUALITY = {"jpeg": (1, 95, 25), "webp": (1, 100, 80)}
+
+
+def user_error(message: str, title: str) -> gr.Error:
+    """A :class:`gradio.Error` for a user's mistake: shown in the UI, no traceback in the server log."""
+    return gr.Error(message, title=title, print_exception=False)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the library's errors about user input into :class:`gradio.Error` (same message)."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except ImageError as error:
+        raise user_error(str(error), "Unreadable image") from error
+    except MissingWeightsError as error:
+        raise user_error(str(error), "Weights not downloaded") from error
+    except UnsafeWeightsError as error:
+        raise user_error(str(error), "Weights refused") from error
+    except (FileNotFoundError, ValueError) as error:
+        raise user_error(str(error), "Invalid input") from error
+
+
+# --- choices ---------------------------------------------------------------------------------
+
+
+def _classifier_missing(name: str) -> str | None:
+    """``None`` if the classifier's weights are on this machine, else the message saying how to get them."""
+    try:
+        resolve_weights(CLASSIFIERS.get(name).weights, allow_download=False)
+    except MissingWeightsError as error:
+        return str(error)
+    return None
+
+
+def classifier_choices() -> list[tuple[str, str]]:
+    """(label, name) per classifier; those whose weights are missing are labelled so."""
+    return [(name if _classifier_missing(name) is None else f"{name} ({UNAVAILABLE})", name) for name in classifier_names()]
+
+
+def _codec_weights(codec: str) -> dict[int | None, WeightSpec]:
+    """The weights ``codec`` loads, by quality (key ``None``: the codec has no quality); empty: it needs none."""
+    from ..codecs.compressai_zoo import ARCHITECTURES
+
+    if codec in ARCHITECTURES:
+        architecture = ARCHITECTURES[codec]
+        return {q: architecture.spec(q, architecture.metrics[0]) for q in architecture.qualities}
+    if codec == "comdefend":
+        from ..codecs.comdefend import PRETRAINED
+
+        return {None: PRETRAINED["official"]}
+    return {}
+
+
+def _codec_factory(codec: str):
+    load_all_codec_modules()
+    return CODECS.get(codec)  # unknown name -> ValueError listing the valid ones
+
+
+def _has_quality(codec: str) -> bool:
+    return "q" in inspect.signature(_codec_factory(codec)).parameters
+
+
+def codec_quality_range(codec: str) -> tuple[int, int, int] | None:
+    """(lowest, highest, default) quality ``q`` of a codec, or ``None`` if it has no quality setting."""
+    if codec in _CLASSICAL_QUALITY:
+        return _CLASSICAL_QUALITY[codec]
+    if not _has_quality(codec):
+        return None
+    qualities = sorted(q for q in _codec_weights(codec) if q is not None) or list(range(1, 101))
+    here = _qualities_here(codec)
+    return qualities[0], qualities[-1], here[0] if here else qualities[len(qualities) // 2]
+
+
+def _qualities_here(codec: str) -> list[int | None]:
+    """The qualities whose weights are on this machine (``[None]`` for a codec without quality or weights)."""
+    weights = _codec_weights(codec)
+    if not weights:
+        return [None]
+    return [q for q, spec in weights.items() if weights_available(spec) is not None]
+
+
+def _codec_missing(codec: str, q: int | None = None) -> str | None:
+    """``None`` if ``codec`` (at quality ``q``, or at some quality) can run here, else how to get its weights."""
+    weights = _codec_weights(codec)
+    if not weights:
+        return None
+    if q in weights and q is not None:
+        if q in _qualities_here(codec):
+            return None
+        spec = weights[q]
+    else:
+        if _qualities_here(codec):
+            return None
+        span = codec_quality_range(codec)
+        spec = weights.get(span[2] if span else None) or next(iter(weights.values()))
+    try:
+        resolve_weights(spec, allow_download=False)
+    except MissingWeightsError as error:
+        return str(error)
+    return None
+
+
+def codec_choices() -> list[tuple[str, str]]:
+    """(label, name) per codec, classical first; codecs with no weights on this machine are labelled so."""
+    names = sorted(codec_names(), key=lambda name: (name not in _CLASSICAL_QUALITY, name))
+    return [(name if _codec_missing(name) is None else f"{name} ({UNAVAILABLE})", name) for name in names]
+
+
+def check_classifier(name: str) -> None:
+    """Raise :class:`gradio.Error` saying how to fetch the weights if ``name``'s are missing."""
+    with user_errors():
+        missing = _classifier_missing(name)
+    if missing:
+        raise user_error(missing, "Weights not downloaded")
+
+
+def quality_for_codec(codec: str) -> gr.Slider:
+    """The quality slider for ``codec`` (its range and a default); ``gradio.Error`` if it has no weights here."""
+    with user_errors():
+        missing = _codec_missing(codec)
+        span = codec_quality_range(codec)
+    if missing:
+        raise user_error(missing, "Weights not downloaded")
+    if span is None:
+        return gr.Slider(interactive=False, info=f"{codec} has no quality setting")
+    low, high, default = span
+    here = [q for q in _qualities_here(codec) if q is not None]
+    info = f"q in {low}..{high}"
+    if _codec_weights(codec) and len(here) < high - low + 1:
+        info += f"; weights here for q = {', '.join(map(str, here))}"
+    return gr.Slider(minimum=low, maximum=high, value=default, step=1, interactive=True, info=info)
+
+
+# --- attack & purify -------------------------------------------------------------------------
+
+
+class AttackOutputs(NamedTuple):
+    """What :func:`run_attack` returns, in the order of the attack tab's output components."""
+
+    clean: str
+    adversarial: str
+    purified: str
+    perturbation: str
+    slider: tuple[str, str]
+    top5_clean: dict[str, float]
+    top5_adversarial: dict[str, float]
+    top5_purified: dict[str, float]
+    rounds: pd.DataFrame
+    summary: str
+    warnings: str
+    download: str
+
+
+def _int_in(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def attack_spec(attack: str, eps_255: float, steps: int) -> str:
+    """The attack spec for the tab's settings: ``eps`` in 1/255 for L-inf attacks, ``steps`` where used.
+
+    L2 and minimal-perturbation attacks keep their own default budget (shown in the summary).
+    """
+    entry = ATTACKS.get(attack)
+    params = {}
+    if "eps" in entry.defaults and entry.norm == "Linf":
+        if isinstance(eps_255, bool) or not isinstance(eps_255, (int, float)) or not 0 < eps_255 <= 64:
+            raise ValueError(f"epsilon must be in (0, 64] (units of 1/255), got {eps_255!r}")
+        params["eps"] = f"{eps_255:g}/255"
+    if "steps" in entry.defaults:
+        params["steps"] = _int_in("steps", steps, 1, MAX_STEPS)
+    return attack + (":" + ",".join(f"{key}={value}" for key, value in params.items()) if params else "")
+
+
+def _chain_text(codec: str, quality: int, chain: str | None) -> str:
+    if chain and chain.strip():
+        return chain.strip()
+    if not codec:
+        raise ValueError("choose a codec, or write a chain such as 'jpeg:q=25+webp:q=80'")
+    _codec_factory(codec)
+    if codec_quality_range(codec) is None:
+        return codec
+    quality = _int_in("quality", quality, 1, 100)
+    missing = _codec_missing(codec, quality)
+    if missing:
+        raise MissingWeightsError(missing)
+    return f"{codec}:q={quality}"
+
+
+def _top5(rows: list[tuple[int, str, float]]) -> dict[str, float]:
+    return {f"{name} ({index})": prob for index, name, prob in rows}
+
+
+def _verdict(report: DefenceReport, attack: str) -> str:
+    label = int(report.labels[0])
+    index, name, _ = report.top5["clean"][0][0]
+    lines = [
+        f"**Label attacked:** {name if index == label else 'class'} ({label}) — the clean prediction.",
+        "",
+        "| image | top-1 | outcome |",
+        "|---|---|---|",
+    ]
+    outcome = {
+        "clean": ("", ""),
+        "adversarial": ("still correct: the attack failed", "fooled"),
+        "purified": ("recovered by purification", "still wrong after purification"),
+    }
+    for key, (good, bad) in outcome.items():
+        index, name, prob = report.top5[key][0][0]
+        correct = index == label
+        note = "attacked label" if key == "clean" else (f"✓ {good}" if correct else f"✗ {bad}")
+        lines.append(f"| {key} | {name} ({index}), {prob:.1%} | {note} |")
+    lines += [
+        "",
+        f"**Attack** `{attack}` under threat model **{report.threat}**; "
+        f"**defence** `{report.chain}` × {report.rounds} round(s).  ",
+        f"Perturbation: L∞ = {float(report.linf[0]) * 255:.2f}/255, L2 = {float(report.l2[0]):.3f}, "
+        f"PSNR(adversarial, clean) = {float(report.adversarial_psnr[0]):.2f} dB.",
+    ]
+    return "\n".join(lines)
+
+
+def _warnings(report: DefenceReport) -> str:
+    check = (f"Gradient check: {report.gradients.explain()}; "
+             f"attacker's loss {report.loss_clean:.3f} → {report.loss_adversarial:.3f}.")
+    if not report.warnings:
+        return f"No warnings. {check}"
+    return "\n".join([*(f"**⚠ Warning:** {message}" for message in report.warnings), "", check])
+
+
+def _round_table(report: DefenceReport) -> pd.DataFrame:
+    rows = [
+        (i + 1, *(round(float(value[0]), digits) for value, digits in
+                  ((adv.bpp, 4), (adv.psnr, 2), (clean.bpp, 4), (clean.psnr, 2))))
+        for i, (adv, clean) in enumerate(zip(report.purified.rounds, report.purified_clean.rounds))
+    ]
+    return pd.DataFrame(rows, columns=list(ROUND_COLUMNS))
+
+
+def run_attack(
+    cache: ModelCache,
+    files: RunFiles,
+    image: str | Path | None,
+    classifier: str = DEFAULT_CLASSIFIER,
+    attack: str = "pgd",
+    eps_255: float = 4,
+    steps: int = 10,
+    threat: str = "bpda",
+    codec: str = "jpeg",
+    quality: int = 25,
+    chain: str | None = "",
+    rounds: int = 1,
+    seed: int = 0,
+) -> AttackOutputs:
+    """Attack one image, purify it, and lay out everything the attack tab shows.
+
+    The image is resized and centre-cropped to the classifier's input (as in
+    evaluation) and rounded to 8 bits; the attacked label is the clean prediction.
+
+    Args:
+        cache, files: the app's shared model cache and scratch folder.
+        image: path of the uploaded image.
+        classifier: a name from :func:`hac.classifiers.classifier_names`.
+        attack: a name from :func:`hac.attacks.attack_names`.
+        eps_255: L-inf budget in units of 1/255.
+        steps: attack iterations (iterative attacks).
+        threat: one of :data:`hac.threats.THREAT_MODELS`.
+        codec, quality: a single-codec chain ``codec:q=quality`` ...
+        chain: ... unless this chain text is given (``jpeg:q=25+webp:q=80``).
+        rounds: purification rounds.
+        seed: seed of the attack's randomness (PGD's random start).
+
+    Returns:
+        PNG paths (clean, adversarial, purified, amplified perturbation, the
+        adversarial/purified pair), top-5 per image, per-round bpp/PSNR, a summary,
+        the warnings, and the adversarial PNG to download.
+
+    Raises:
+        gradio.Error: no image, an unreadable or too large image, missing weights, bad settings.
+    """
+    if image is None:
+        raise user_error("Upload an image or pick one of the examples first.", "No image")
+    with user_errors():
+        name = str(classifier)
+        CLASSIFIERS.get(name)  # unknown name -> ValueError listing the valid ones
+        check_classifier(name)
+        spec = attack_spec(attack, eps_255, steps)
+        chain_text = _chain_text(codec, quality, chain)
+        check_threat(threat)
+        rounds = _int_in("rounds", rounds, 1, MAX_ROUNDS)
+        seed = _int_in("seed", seed, 0, 2**31 - 1)
+        x = load_image(image, max_pixels=APP_MAX_PIXELS)[None]
+        codecs = cache.chain(chain_text)
+        model = cache.classifier(name)
+        x = model.fit(x.to(cache.device))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            report = attack_and_purify(x, model, spec, codecs, rounds, threat)
+    out = files.new_run("attack")
+    paths = {
+        "clean": save_png(report.clean[0], out / "clean.png"),
+        "adversarial": save_png(report.adversarial[0], out / "adversarial.png"),
+        "purified": save_png(report.purified.x[0], out / "purified.png"),
+        "perturbation": save_png(perturbation_image(report.adversarial[0] - report.clean[0], report.eps),
+                                 out / "perturbation.png"),
+    }
+    paths = {key: str(path) for key, path in paths.items()}
+    return AttackOutputs(
+        clean=paths["clean"],
+        adversarial=paths["adversarial"],
+        purified=paths["purified"],
+        perturbation=paths["perturbation"],
+        slider=(paths["adversarial"], paths["purified"]),
+        top5_clean=_top5(report.top5["clean"][0]),
+        top5_adversarial=_top5(report.top5["adversarial"][0]),
+        top5_purified=_top5(report.top5["purified"][0]),
+        rounds=_round_table(report),
+        summary=_verdict(report, spec),
+        warnings=_warnings(report),
+        download=paths["adversarial"],
+    )

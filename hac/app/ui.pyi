@@ -1,0 +1,227 @@
+"""The Gradio Blocks: three tabs wired to :mod:`hac.app.handlers`.
+
+``build_demo()`` only lays out components and lists what is on this machine
+(which weights are present); no model is loaded until a request needs one.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import gradio as gr
+from PIL import UnidentifiedImageError
+
+from ..attacks import attack_names
+from ..classifiers import DEFAULT_CLASSIFIER
+from ..threats import THREAT_MODELS
+from . import handlers
+from .about import ABOUT_MARKDOWN
+from .cache import ModelCache
+from .files import DATA_ROOT_ENV, RunFiles, data_folders, example_paths
+
+__all__ = ["build_demo", "launch_kwargs", "ImageUpload", "QUEUE_MAX_SIZE", "CONCURRENCY_LIMIT", "MAX_FILE_SIZE"]
+
+QUEUE_MAX_SIZE = 32
+"""Requests waiting at once; further ones are told the queue is full instead of piling up."""
+CONCURRENCY_LIMIT = int(os.environ.get("HAC_APP_CONCURRENCY", "1"))
+"""Handlers running at once per event (attacks are CPU/GPU bound: one at a time uses the machine best)."""
+MAX_FILE_SIZE = "20mb"
+"""Largest upload accepted by the server (Gradio refuses larger ones before they reach a handler)."""
+
+_CSS = """
+.hac-verdict table { font-size: 0.9em; }
+footer { display: none !important; }
+"""
+
+from gradio.events import Dependency
+
+class ImageUpload(gr.Image):
+    """``gr.Image`` whose unreadable uploads become a clear :class:`gradio.Error`.
+
+    Gradio's own preprocessing opens the file with Pillow and would otherwise fail
+    with an internal error; ``is_template`` keeps Gradio's image front end.
+    """
+
+    is_template = True
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except UnidentifiedImageError:
+            name = getattr(payload, "orig_name", None) or "the uploaded file"
+            raise handlers.user_error(
+                f"{name} is not an image file this app can read (supported: PNG, JPEG, WebP, GIF, BMP, TIFF, ...)",
+                "Unsupported file",
+            ) from None
+        except Exception as error:  # Pillow raises many types for broken files
+            raise handlers.user_error(f"the uploaded file could not be read as an image: {error}", "Unreadable image") from None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def _image(label: str, **kwargs: Any) -> gr.Image:
+    # PNG everywhere: Gradio's default WebP is lossy and would itself purify the adversarial image.
+    return gr.Image(label=label, format="png", type="filepath", interactive=False, buttons=["download", "fullscreen"], **kwargs)
+
+
+def _attack_tab(cache: ModelCache, files: RunFiles) -> None:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=320):
+            image = ImageUpload(
+                label="Image (PNG, JPEG, WebP, ...)",
+                format="png",
+                type="filepath",
+                image_mode=None,
+                sources=["upload", "clipboard"],
+                height=260,
+                elem_id="input-image",
+            )
+            gr.Examples(
+                examples=[[str(path)] for path in example_paths()],
+                inputs=[image],
+                cache_examples=False,
+                label="Examples (public-domain photos from scikit-image)",
+            )
+            classifier = gr.Dropdown(
+                handlers.classifier_choices(), value=DEFAULT_CLASSIFIER, label="Classifier", elem_id="classifier"
+            )
+            with gr.Row():
+                attack = gr.Dropdown(attack_names(), value="pgd", label="Attack", elem_id="attack")
+                threat = gr.Dropdown(
+                    list(THREAT_MODELS), value="bpda", label="Threat model",
+                    info="what the attacker knows about the defence (see About)",
+                )
+            with gr.Row():
+                eps = gr.Slider(1, 32, value=4, step=1, label="ε (L∞, in 1/255)", info="L2/minimal attacks keep their own budget")
+                steps = gr.Slider(1, handlers.MAX_STEPS, value=10, step=1, label="Attack steps")
+            with gr.Row():
+                codec = gr.Dropdown(handlers.codec_choices(), value="jpeg", label="Codec", elem_id="codec")
+                quality = gr.Slider(1, 95, value=25, step=1, label="Quality q", info="q in 1..95")
+            chain = gr.Textbox(
+                label="…or a codec chain (overrides codec and quality)",
+                placeholder="jpeg:q=25+webp:q=80",
+                max_lines=1,
+            )
+            with gr.Row():
+                rounds = gr.Slider(1, handlers.MAX_ROUNDS, value=1, step=1, label="Purification rounds")
+                seed = gr.Number(0, precision=0, minimum=0, label="Seed")
+            run = gr.Button("Attack & purify", variant="primary", elem_id="run-attack")
+        with gr.Column(scale=2):
+            with gr.Row():
+                clean_out = _image("Clean (classifier input)", elem_id="clean")
+                adversarial_out = _image("Adversarial", elem_id="adversarial")
+                purified_out = _image("Purified", elem_id="purified")
+                perturbation_out = _image("Perturbation (grey = 0, full contrast at ±ε)", elem_id="perturbation")
+            with gr.Row():
+                top5_clean = gr.Label(num_top_classes=5, label="Top-5: clean", elem_id="top5-clean")
+                top5_adversarial = gr.Label(num_top_classes=5, label="Top-5: adversarial", elem_id="top5-adversarial")
+                top5_purified = gr.Label(num_top_classes=5, label="Top-5: purified", elem_id="top5-purified")
+            summary = gr.Markdown(elem_classes=["hac-verdict"], elem_id="summary")
+            warnings = gr.Markdown(elem_id="warnings")
+            slider = gr.ImageSlider(
+                label="Adversarial (left) vs purified (right)", format="png", type="filepath", max_height=420,
+                interactive=False,
+            )
+            table = gr.Dataframe(label="Purification per round", interactive=False, elem_id="rounds-table")
+            download = gr.File(label="Adversarial image (exact PNG, for your own tests)", interactive=False, elem_id="download")
+
+    classifier.change(handlers.check_classifier, classifier, None, api_visibility="private")
+    codec.change(handlers.quality_for_codec, codec, quality, api_visibility="private")
+    run.click(
+        functools.partial(handlers.run_attack, cache, files),
+        inputs=[image, classifier, attack, eps, steps, threat, codec, quality, chain, rounds, seed],
+        outputs=[
+            clean_out, adversarial_out, purified_out, perturbation_out, slider,
+            top5_clean, top5_adversarial, top5_purified, table, summary, warnings, download,
+        ],
+        api_name="attack",
+        api_description="Attack one image, purify it, and classify clean / adversarial / purified.",
+    )
+
+
+def _batch_tab(cache: ModelCache, files: RunFiles) -> None:
+    presets = handlers.batch_presets()
+    if not presets:
+        gr.Markdown("⚠️ The batch evaluation (`hac.evaluate`) is not available in this installation.")
+    folders = data_folders()
+    gr.Markdown(
+        "Evaluate a whole grid — attacks × budgets × codecs × rounds × threat models — on a folder of images "
+        "(ImageNet layout: one folder per synset). The bundled sample has five photos; "
+        f"{'folders under `' + DATA_ROOT_ENV + '` are listed too' if folders else 'set `' + DATA_ROOT_ENV + '` to offer your own folders'}."
+    )
+    start = handlers.preset_fields(presets[0]) if presets else (0, "", "", "", "", ["bpda"])
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=320):
+            dataset = gr.Dropdown([handlers.SAMPLE_DATASET, *folders], value=handlers.SAMPLE_DATASET, label="Dataset")
+            preset = gr.Dropdown(presets, value=presets[0] if presets else None, label="Preset", elem_id="preset")
+            limit = gr.Number(start[0], precision=0, minimum=0, maximum=handlers.MAX_BATCH_IMAGES,
+                              label=f"Images (at most {handlers.MAX_BATCH_IMAGES})")
+            attacks = gr.Textbox(start[1], label="Attacks (specs, ';'-separated)", max_lines=2)
+            eps = gr.Textbox(start[2], label="ε values (L∞, in 1/255, comma-separated)", max_lines=1)
+            codecs = gr.Textbox(start[3], label="Codec chains (';'-separated)", max_lines=2)
+            rounds = gr.Textbox(start[4], label="Rounds (comma-separated)", max_lines=1)
+            threats = gr.CheckboxGroup(list(THREAT_MODELS), value=start[5], label="Threat models")
+            run = gr.Button("Run evaluation", variant="primary", elem_id="run-batch")
+        with gr.Column(scale=2):
+            status = gr.Markdown(elem_id="batch-status")
+            summary = gr.Dataframe(label="Summary", interactive=False, elem_id="batch-summary")
+            plots = gr.Gallery(label="Plots", columns=2, height="auto", format="png", elem_id="batch-plots")
+            download = gr.File(label="All results (zip)", interactive=False, elem_id="batch-download")
+
+    preset.change(handlers.preset_fields, preset, [limit, attacks, eps, codecs, rounds, threats], api_name="batch_preset")
+    run.click(
+        functools.partial(handlers.run_batch, cache, files),
+        inputs=[dataset, preset, limit, attacks, eps, codecs, rounds, threats],
+        outputs=[summary, plots, download, status],
+        api_name="batch",
+        api_description="Run a batch evaluation of a preset (with edits) on a dataset; returns the summary, plots and a zip.",
+    )
+
+
+def build_demo(cache: ModelCache | None = None, files: RunFiles | None = None) -> gr.Blocks:
+    """The app: "Attack & purify", "Batch evaluation" and "About" tabs, with a bounded queue.
+
+    Args:
+        cache: the model cache to share across requests (default: a new, empty one on the CPU,
+            or CUDA when available).
+        files: scratch folder for results (default: a new private temporary folder).
+    """
+    if cache is None:
+        import torch
+
+        cache = ModelCache("cuda" if torch.cuda.is_available() else "cpu")
+    files = files or RunFiles()
+    with gr.Blocks(title="hac — compression as an adversarial defence", analytics_enabled=False,
+                   delete_cache=(900, 3600)) as demo:
+        gr.Markdown(
+            "# hac — does compression defend a classifier against adversarial attacks?\n"
+            "Attack an image, purify it with a codec, and see what the classifier says — under an attacker who "
+            "knows about the defence (BPDA by default), not only under the easy oblivious one."
+        )
+        with gr.Tabs():
+            with gr.Tab("Attack & purify", id="attack"):
+                _attack_tab(cache, files)
+            with gr.Tab("Batch evaluation", id="batch"):
+                _batch_tab(cache, files)
+            with gr.Tab("About", id="about"):
+                gr.Markdown(ABOUT_MARKDOWN)
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
+    return demo
+
+
+def launch_kwargs(**overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for ``demo.launch``: upload limit, theme (system fonts, nothing fetched), CSS.
+
+    Server name and port come from ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` (Gradio reads them).
+    """
+    theme = gr.themes.Soft(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+    return {"max_file_size": MAX_FILE_SIZE, "theme": theme, "css": _CSS, "show_error": True, **overrides}

@@ -1,0 +1,132 @@
+"""The real app in a real browser: ``python app.py`` driven by headless Chromium through Playwright.
+
+Uses Debian's Chromium (``apt-get install chromium``; never a Playwright download).
+Screenshots land in ``artifacts/screenshots/`` as test artefacts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 300_000
+
+
+def _chromium() -> str:
+    import shutil
+
+    return os.environ.get("HAC_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """``python app.py`` as a user starts it, on a free port given through GRADIO_SERVER_PORT."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"app.py did not serve {url} within 180 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1500, "height": 1300})
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(app_url, wait_until="domcontentloaded")
+        yield page
+        browser.close()
+
+
+def _wait_for_rows(page, table: str, rows: int) -> None:
+    # Gradio's dataframe is a virtual table; its grid reports the row count (header included).
+    page.wait_for_function(
+        "([sel, n]) => document.querySelector(sel + ' [role=grid]')?.getAttribute('aria-rowcount') === String(n)",
+        arg=[table, rows + 1],
+    )
+
+
+def test_attack_tab_shows_three_images_and_predictions(page, photo_dir):
+    page.locator("#input-image input[type=file]").set_input_files(str(photo_dir / "chelsea.png"))
+    page.locator("#input-image img").first.wait_for(state="visible")
+    page.locator("#run-attack").click()
+    for elem_id in ("clean", "adversarial", "purified", "perturbation"):
+        image = page.locator(f"#{elem_id} img").first
+        image.wait_for(state="visible")
+        assert image.evaluate("img => img.complete && img.naturalWidth") == 224
+    for elem_id in ("top5-clean", "top5-adversarial", "top5-purified"):
+        page.locator(f"#{elem_id} .output-class, #{elem_id} h2").first.wait_for(state="visible")
+    page.get_by_text("Label attacked").wait_for(state="visible")
+    summary = page.locator("#summary").inner_text()
+    assert "pgd:eps=4/255,steps=10" in summary and "jpeg:q=25" in summary
+    _wait_for_rows(page, "#rounds-table", 1)
+    page.locator("#download a").first.wait_for(state="attached")
+    page.screenshot(path=str(SCREENSHOTS / "attack-tab.png"), full_page=True)
+
+
+def test_batch_tab_runs_the_smallest_preset(page):
+    page.get_by_role("tab", name="Batch evaluation").click()
+    page.locator("#run-batch").wait_for(state="visible")
+    assert page.locator("#preset input").input_value() == "smoke"
+    page.locator("#run-batch").click()
+    page.get_by_text("Done: 2 cells on 4 images").wait_for(state="visible")
+    _wait_for_rows(page, "#batch-summary", 2)
+    page.locator("#batch-plots img").first.wait_for(state="visible")
+    page.screenshot(path=str(SCREENSHOTS / "batch-tab.png"), full_page=True)
+
+
+def test_about_tab_explains_the_threat_models(page):
+    page.get_by_role("tab", name="About").click()
+    about = page.locator("#about")
+    about.get_by_text("Threat models: what the attacker knows").wait_for(state="visible")
+    text = about.inner_text()
+    for words in ("Oblivious", "BPDA", "Straight-through", "EOT", "Human Aligned Compression for Robust Models"):
+        assert words in text
+    page.screenshot(path=str(SCREENSHOTS / "about-tab.png"), full_page=True)
