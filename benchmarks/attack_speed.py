@@ -90,7 +90,8 @@ class Timing:
 
     def minus(self, name: str, other: "Timing", times: int) -> "Timing":
         """This timing less ``times`` the median cost of ``other``."""
-        return Timing(name, [w - times * other.median for w in self.wall], [c - times * other.cpu_median for c in self.cpu])
+        wall = [w - times * other.median for w in self.wall]
+        return Timing(name, wall, [c - times * other.cpu_median for c in self.cpu])
 
 
 def sample_batch(classifier: Classifier, batch: int) -> Tensor:
@@ -126,7 +127,9 @@ def hac_attack(model: torch.nn.Module, steps: int, x: Tensor, y: Tensor) -> Call
     return lambda: attack(x, y)
 
 
-def art_pipeline(classifier: Classifier, steps: int, x: Tensor, y: Tensor) -> tuple[object, Callable[[], Tensor]] | None:
+def art_pipeline(
+    classifier: Classifier, steps: int, x: Tensor, y: Tensor
+) -> tuple[object, Callable[[], Tensor]] | None:
     """ART's estimator and a call running its PGD on ``x`` (returning x_adv), or ``None`` without ART."""
     try:
         from art.attacks.evasion import ProjectedGradientDescent
@@ -134,13 +137,14 @@ def art_pipeline(classifier: Classifier, steps: int, x: Tensor, y: Tensor) -> tu
         from art.estimators.classification import PyTorchClassifier
     except ImportError:
         return None
+    jpeg = JpegCompression(clip_values=(0.0, 1.0), quality=QUALITY, channels_first=True, apply_predict=True)
     estimator = PyTorchClassifier(
         model=classifier,
         loss=torch.nn.CrossEntropyLoss(),
         input_shape=tuple(x.shape[1:]),
         nb_classes=len(classifier.class_names),
         clip_values=(0.0, 1.0),
-        preprocessing_defences=[JpegCompression(clip_values=(0.0, 1.0), quality=QUALITY, channels_first=True, apply_predict=True)],
+        preprocessing_defences=[jpeg],
         preprocessing=None,
         device_type="cpu",
     )
