@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from .cifar_resnet import cifar_resnet
 from .hub import WeightSpec, load_weights, register_weights
 from .images import resize_and_center_crop
+from .inference import freeze_for_inference
 from .registry import Registry
 
 __all__ = [
@@ -74,6 +75,8 @@ class Classifier(nn.Module):
         crop_pct: fraction kept by the centre crop after resizing.
         interpolation: resize filter.
         class_names: one name per logit.
+        channels_last: feed the network channels-last (set when it was
+            converted by :func:`hac.inference.freeze_for_inference`).
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class Classifier(nn.Module):
         crop_pct: float,
         interpolation: str,
         class_names: list[str],
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.name = name
@@ -96,6 +100,7 @@ class Classifier(nn.Module):
         self.crop_pct = crop_pct
         self.interpolation = interpolation
         self.class_names = class_names
+        self.channels_last = channels_last
 
     def fit(self, x: Tensor) -> Tensor:
         """Resize + centre-crop a [0, 1] batch to this network's input size."""
@@ -103,7 +108,10 @@ class Classifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Args: x (N, 3, H, W) in [0, 1]. Returns: (N, num_classes) logits."""
-        return self.net((self.fit(x) - self.mean) / self.std)
+        x = (self.fit(x) - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
 
     @torch.no_grad()
     def top_k(self, x: Tensor, k: int = 5) -> list[list[tuple[int, str, float]]]:
@@ -133,6 +141,9 @@ class ClassifierEntry:
     description: str = ""
     paper: str = ""
     extra: dict = field(default_factory=dict)
+    # Fold BatchNorm into convolutions and run channels-last (hac.inference); only for conv nets
+    # whose conv -> BatchNorm pairs are registered in data-flow order (a test checks each).
+    fold_batchnorm: bool = False
 
 
 CLASSIFIERS: Registry[ClassifierEntry] = Registry("classifier")
@@ -184,11 +195,14 @@ _register(
         ),
         labels="imagenet",
         convert=_by_position,
+        fold_batchnorm=True,
         description="EfficientNet-Lite0 (ImageNet, embedded default; timm tf_efficientnet_lite0 layout)",
         paper="Tan & Le, ICML 2019",
     )
 )
-def _register_timm_hub(name: str, architecture: str, license: str, paper: str, description: str) -> None:
+def _register_timm_hub(
+    name: str, architecture: str, license: str, paper: str, description: str, fold_batchnorm: bool
+) -> None:
     """An ImageNet classifier whose weights are timm's ``model.safetensors`` on the Hub."""
     _register(
         ClassifierEntry(
@@ -203,6 +217,7 @@ def _register_timm_hub(name: str, architecture: str, license: str, paper: str, d
                 description=description,
             ),
             labels="imagenet",
+            fold_batchnorm=fold_batchnorm,
             description=f"{description} (Hub)",
             paper=paper,
         )
@@ -215,6 +230,7 @@ _register_timm_hub(
     license="BSD-3-Clause",
     paper="He et al., CVPR 2016; torchvision V2 training recipe",
     description="ResNet-50 with torchvision's V2 ImageNet weights (as in the HAC paper)",
+    fold_batchnorm=True,
 )
 _register_timm_hub(
     "vit-b-16",
@@ -222,6 +238,7 @@ _register_timm_hub(
     license="Apache-2.0",
     paper="Dosovitskiy et al., ICLR 2021; Steiner et al., How to train your ViT, 2021",
     description="ViT-B/16, ImageNet-21k pretrained, ImageNet-1k fine-tuned (timm augreg2)",
+    fold_batchnorm=False,
 )
 
 _CIFAR_RESNET_SHA256 = {
@@ -247,6 +264,7 @@ for _depth, _digest in _CIFAR_RESNET_SHA256.items():
             ),
             labels="cifar10",
             convert=_strip_module_prefix,
+            fold_batchnorm=True,
             data_config={
                 "mean": (0.485, 0.456, 0.406),
                 "std": (0.229, 0.224, 0.225),
@@ -269,6 +287,7 @@ def create_classifier(
     weights: str | Path | None = None,
     device: str | torch.device = "cpu",
     pretrained: bool = True,
+    optimize: bool = True,
 ) -> Classifier:
     """Build a classifier by name, with its pretrained weights, in eval mode.
 
@@ -277,6 +296,9 @@ def create_classifier(
         weights: explicit local weights file (else resolved through :mod:`hac.hub`).
         device: where the module lives.
         pretrained: ``False`` gives random weights (for tests of mechanics only).
+        optimize: fold BatchNorm into the convolutions and run channels-last
+            where the entry allows it (same function, faster passes; see
+            :mod:`hac.inference`). ``False`` keeps the network as published.
 
     Raises:
         ValueError: unknown name, or weights that do not fit the architecture.
@@ -294,6 +316,8 @@ def create_classifier(
                 f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
             )
     config = entry.data_config or _timm_data_config(net)
+    fast = optimize and entry.fold_batchnorm
+    freeze_for_inference(net, fold=fast, channels_last=fast)
     class_names = imagenet_class_names() if entry.labels == "imagenet" else list(CIFAR10_CLASSES)
     classifier = Classifier(
         name=name,
@@ -304,6 +328,7 @@ def create_classifier(
         crop_pct=float(config["crop_pct"]),
         interpolation=str(config["interpolation"]),
         class_names=class_names,
+        channels_last=fast,
     )
     return classifier.to(device).eval()
 
