@@ -7,6 +7,7 @@ Screenshots land in ``artifacts/screenshots/`` as test artefacts.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -120,6 +121,32 @@ def test_batch_tab_runs_the_smallest_preset(page):
     _wait_for_rows(page, "#batch-summary", 2)
     page.locator("#batch-plots img").first.wait_for(state="visible")
     page.screenshot(path=str(SCREENSHOTS / "batch-tab.png"), full_page=True)
+
+
+def test_codec_attack_tab_attacks_jpeg_on_an_example(page):
+    page.get_by_role("tab", name="Attack the codec").click()
+    page.locator("#codec-examples button").nth(1).click()  # coffee.png
+    page.locator("#codec-input-image img").first.wait_for(state="visible")
+    assert page.locator("#codec-attack-codec input").input_value() == "jpeg"
+    page.locator("#codec-objective").get_by_label("rate", exact=True).check()
+    page.locator("#codec-eps").get_by_label("8/255", exact=True).check()
+    steps = page.locator("#codec-steps input[type=number]")
+    steps.fill("3")
+    steps.press("Enter")
+    page.locator("#run-codec-attack").click()
+    page.locator("#codec-summary table").wait_for(state="visible")
+    for elem_id in ("codec-clean-reconstruction", "codec-attacked-reconstruction", "codec-clean-input",
+                    "codec-attacked-input", "codec-perturbation"):
+        image = page.locator(f"#{elem_id} img").first
+        image.wait_for(state="visible")
+        assert image.evaluate("img => img.complete && img.naturalWidth") == 256
+    summary = page.locator("#codec-summary").inner_text()
+    assert "pgd:objective=rate,eps=8/255,steps=3" in summary and "jpeg:q=25" in summary
+    for row in ("clean", "attacked (PGD)", "random ±ε noise (baseline)"):
+        assert row in summary
+    ratio = float(re.search(r"bpp increase: ×([0-9.]+)", summary).group(1))
+    assert ratio > 1.2  # JPEG q=25 on coffee.png: observed x1.35
+    page.screenshot(path=str(SCREENSHOTS / "codec-attack-tab.png"), full_page=True)
 
 
 def test_about_tab_explains_the_threat_models(page):

@@ -23,6 +23,14 @@ defence. The adversarial PNG you download is bit for bit the image that was clas
 The **Batch evaluation** tab runs the same measurement over a folder of images and a grid of settings,
 and reports accuracies with plots and the raw results.
 
+The **Attack the codec** tab turns the attack on the purifier itself (Zhu, Sun et al., 2024): a PGD
+perturbation of at most ε per pixel that makes the codec reconstruct the image worse (*distortion*: lower
+PSNR against the clean image) or spend more bits on it (*rate*). Gradients come from a differentiable
+stand-in of the codec (JPEG: a differentiable JPEG for distortion and a DCT-domain rate proxy for rate;
+learned codecs: their own latents with rounding passed straight through); every number shown comes from
+the real codec (Pillow for JPEG, the real entropy-coded bitstream for learned codecs). A random ±ε
+perturbation of the same size is measured beside the attack, so that an attack can be told from noise.
+
 ## Threat models: what the attacker knows
 
 A defence is only as good as the strongest attacker it was tested against. Compression is not

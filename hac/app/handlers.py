@@ -45,7 +45,9 @@ __all__ = [
     "codec_quality_range",
     "check_classifier",
     "quality_for_codec",
+    "int_setting",
     "attack_spec",
+    "codec_spec",
     "run_attack",
 ]
 
@@ -214,7 +216,8 @@ class AttackOutputs(NamedTuple):
     download: str
 
 
-def _int_in(name: str, value: Any, low: int, high: int) -> int:
+def int_setting(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` as an int in ``[low, high]`` (a whole float such as ``3.0`` counts); else ``ValueError`` naming it."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -234,8 +237,27 @@ def attack_spec(attack: str, eps_255: float, steps: int) -> str:
             raise ValueError(f"epsilon must be in (0, 64] (units of 1/255), got {eps_255!r}")
         params["eps"] = f"{eps_255:g}/255"
     if "steps" in entry.defaults:
-        params["steps"] = _int_in("steps", steps, 1, MAX_STEPS)
+        params["steps"] = int_setting("steps", steps, 1, MAX_STEPS)
     return attack + (":" + ",".join(f"{key}={value}" for key, value in params.items()) if params else "")
+
+
+def codec_spec(codec: str, quality: int) -> str:
+    """The spec of one codec at quality ``quality``, e.g. ``jpeg:q=25`` (just the name if it has no quality).
+
+    Raises:
+        ValueError: no or an unknown codec, or a quality out of range.
+        hac.hub.MissingWeightsError: the codec's weights for that quality are not on this machine.
+    """
+    if not codec:
+        raise ValueError("choose a codec")
+    _codec_factory(codec)
+    if codec_quality_range(codec) is None:
+        return codec
+    quality = int_setting("quality", quality, 1, 100)
+    missing = _codec_missing(codec, quality)
+    if missing:
+        raise MissingWeightsError(missing)
+    return f"{codec}:q={quality}"
 
 
 def _chain_text(codec: str, quality: int, chain: str | None) -> str:
@@ -243,14 +265,7 @@ def _chain_text(codec: str, quality: int, chain: str | None) -> str:
         return chain.strip()
     if not codec:
         raise ValueError("choose a codec, or write a chain such as 'jpeg:q=25+webp:q=80'")
-    _codec_factory(codec)
-    if codec_quality_range(codec) is None:
-        return codec
-    quality = _int_in("quality", quality, 1, 100)
-    missing = _codec_missing(codec, quality)
-    if missing:
-        raise MissingWeightsError(missing)
-    return f"{codec}:q={quality}"
+    return codec_spec(codec, quality)
 
 
 def _top5(rows: list[tuple[int, str, float]]) -> dict[str, float]:
@@ -353,8 +368,8 @@ def run_attack(
         spec = attack_spec(attack, eps_255, steps)
         chain_text = _chain_text(codec, quality, chain)
         check_threat(threat)
-        rounds = _int_in("rounds", rounds, 1, MAX_ROUNDS)
-        seed = _int_in("seed", seed, 0, 2**31 - 1)
+        rounds = int_setting("rounds", rounds, 1, MAX_ROUNDS)
+        seed = int_setting("seed", seed, 0, 2**31 - 1)
         x = load_image(image, max_pixels=APP_MAX_PIXELS)[None]
         codecs = cache.chain(chain_text)
         model = cache.classifier(name)

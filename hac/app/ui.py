@@ -1,4 +1,4 @@
-"""The Gradio Blocks: three tabs wired to :mod:`hac.app.handlers`.
+"""The Gradio Blocks: four tabs wired to :mod:`hac.app.handlers`, :mod:`hac.app.batch` and :mod:`hac.app.codec_attack`.
 
 ``build_demo()`` only lays out components and lists what is on this machine
 (which weights are present); no model is loaded until a request needs one.
@@ -16,7 +16,7 @@ from PIL import UnidentifiedImageError
 from ..attacks import attack_names
 from ..classifiers import DEFAULT_CLASSIFIER
 from ..threats import THREAT_MODELS
-from . import batch, handlers
+from . import batch, codec_attack, handlers
 from .about import ABOUT_MARKDOWN
 from .cache import ModelCache
 from .files import DATA_ROOT_ENV, RunFiles, data_folders, example_paths
@@ -34,6 +34,7 @@ MAX_FILE_SIZE = "20mb"
 _CSS = """
 .hac-verdict table { font-size: 0.9em; }
 .hac-note { font-size: 0.85em; opacity: 0.8; }
+#codec-summary td { white-space: nowrap; }
 """
 
 
@@ -146,6 +147,69 @@ def _attack_tab(cache: ModelCache, files: RunFiles) -> None:
     )
 
 
+def _codec_attack_tab(cache: ModelCache, files: RunFiles) -> None:
+    gr.Markdown(
+        "Attack the codec itself: perturb the image (L∞ ≤ ε, PGD) so that the codec reconstructs it worse "
+        "(**distortion**) or spends more bits on it (**rate**), as in Zhu, Sun et al. (2024). "
+        f"The image is resized and centre-cropped to {codec_attack.IMAGE_SIZE}×{codec_attack.IMAGE_SIZE} "
+        "(learned codecs are slow on a CPU). Gradients come from a differentiable stand-in of the codec; "
+        "every number comes from the real codec; only codecs that have such a stand-in are offered.",
+        elem_classes=["hac-note"],
+    )
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=320):
+            image = ImageUpload(
+                label="Image (PNG, JPEG, WebP, ...)",
+                format="png",
+                type="filepath",
+                image_mode=None,
+                sources=["upload", "clipboard"],
+                height=260,
+                elem_id="codec-input-image",
+            )
+            gr.Examples(
+                examples=[[str(path)] for path in example_paths()],
+                inputs=[image],
+                cache_examples=False,
+                label="Examples (public-domain photos from scikit-image)",
+                elem_id="codec-examples",
+            )
+            with gr.Row():
+                codec = gr.Dropdown(
+                    codec_attack.codec_attack_choices(), value="jpeg", label="Codec", elem_id="codec-attack-codec"
+                )
+                quality = gr.Slider(1, 95, value=25, step=1, label="Quality q", info="q in 1..95")
+            objective = gr.Radio(
+                ["distortion", "rate"], value="distortion", label="Objective", elem_id="codec-objective",
+                info="distortion: lower the PSNR of the reconstruction against the clean image; rate: raise the bits "
+                     "(needs a bit estimate: JPEG and the CompressAI codecs)",
+            )
+            eps = gr.Radio(
+                [(f"{e}/255", e) for e in codec_attack.EPS_CHOICES], value=4, label="ε (L∞)", elem_id="codec-eps"
+            )
+            steps = gr.Slider(1, codec_attack.MAX_STEPS, value=10, step=1, label="PGD steps", elem_id="codec-steps")
+            run = gr.Button("Attack the codec", variant="primary", elem_id="run-codec-attack")
+        with gr.Column(scale=2):
+            with gr.Row():
+                clean_out = _image("Clean image, reconstructed", elem_id="codec-clean-reconstruction")
+                attacked_out = _image("Attacked image, reconstructed", elem_id="codec-attacked-reconstruction")
+            with gr.Row():
+                clean_in = _image("Clean input", elem_id="codec-clean-input")
+                attacked_in = _image("Attacked input", elem_id="codec-attacked-input")
+                perturbation = _image("Perturbation", elem_id="codec-perturbation")
+            gr.Markdown("Perturbation: grey is zero, full colour at ±ε.", elem_classes=["hac-note"])
+            summary = gr.Markdown(elem_classes=["hac-verdict"], elem_id="codec-summary")
+
+    codec.change(handlers.quality_for_codec, codec, quality, api_visibility="private")
+    run.click(
+        functools.partial(codec_attack.run_codec_attack, cache, files),
+        inputs=[image, codec, quality, objective, eps, steps],
+        outputs=[clean_out, attacked_out, clean_in, attacked_in, perturbation, summary],
+        api_name="codec_attack",
+        api_description="Attack a codec's input (distortion or rate objective) and measure it with the real codec.",
+    )
+
+
 def _batch_tab(cache: ModelCache, files: RunFiles) -> None:
     presets = batch.batch_presets()
     folders = data_folders()
@@ -193,7 +257,7 @@ def _batch_tab(cache: ModelCache, files: RunFiles) -> None:
 def build_demo(
     cache: ModelCache | None = None, files: RunFiles | None = None, concurrency_limit: int | None = None
 ) -> gr.Blocks:
-    """The app: "Attack & purify", "Batch evaluation" and "About" tabs, with a bounded queue.
+    """The app: "Attack & purify", "Batch evaluation", "Attack the codec" and "About" tabs, with a bounded queue.
 
     Args:
         cache: the model cache to share across requests (default: a new, empty one on the CPU,
@@ -221,6 +285,8 @@ def build_demo(
                 _attack_tab(cache, files)
             with gr.Tab("Batch evaluation", id="batch"):
                 _batch_tab(cache, files)
+            with gr.Tab("Attack the codec", id="codec-attack"):
+                _codec_attack_tab(cache, files)
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT_MARKDOWN, elem_id="about")
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=concurrency_limit)
