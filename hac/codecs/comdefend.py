@@ -42,7 +42,6 @@ weights, converted once by ``python -m hac convert comdefend``, see
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -52,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import hub
-from ..hub import WeightSpec
+from ..hub import ConvertedWeightSpec, WeightSpec
 from .base import Codec, CodecOutput, check_image_batch, pad_to_multiple
 from .registry import register_codec
 
@@ -68,7 +67,6 @@ __all__ = [
     "RecCNN",
     "ComDefend",
     "ComDefendCodec",
-    "ConvertedWeightSpec",
     "OFFICIAL_ENC",
     "OFFICIAL_DEC",
     "OFFICIAL",
@@ -100,31 +98,6 @@ _OFFICIAL_RAW = f"https://raw.githubusercontent.com/jiaxiaojunQAQ/Comdefend/{_OF
 
 
 # --------------------------------------------------------------------------- weights
-
-
-@dataclass(frozen=True)
-class ConvertedWeightSpec(WeightSpec):
-    """Weights hac uses as safetensors but that are published in another format.
-
-    The safetensors file lives in ``weights/`` (or is given explicitly); it is made
-    once from the published files ``sources`` by ``convert_command``.
-
-    Attributes:
-        sources: specs of the published files (downloadable, hash-checked).
-        convert_command: the command that writes ``filename`` from them.
-    """
-
-    sources: tuple[WeightSpec, ...] = ()
-    convert_command: str = ""
-
-    @property
-    def source(self) -> str:
-        return " + ".join(spec.source for spec in self.sources) + f" (converted to weights/{self.filename})"
-
-    def fetch_hint(self) -> str:
-        names = " ".join(spec.name for spec in self.sources)
-        return f"python -m hac weights download {names}, then {self.convert_command}"
-
 
 OFFICIAL_ENC = WeightSpec(
     name="comdefend-official-enc",

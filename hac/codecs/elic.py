@@ -34,7 +34,6 @@ URL: download the ``.pth.tar`` by hand and convert it once,
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -42,7 +41,7 @@ import torch
 from torch import Tensor
 
 from .. import hub
-from ..hub import WeightSpec
+from ..hub import ManualDownloadWeightSpec
 from .base import Codec, CodecOutput, check_image_batch, pad_to_multiple
 from .compressai_zoo import convert_zoo_state_dict
 from .elic_model import CODER_TABLES, ELIC
@@ -53,7 +52,6 @@ __all__ = [
     "PAPER",
     "QUALITIES",
     "DRIVE_IDS",
-    "ManualDownloadWeightSpec",
     "SPECS",
     "elic_spec",
     "check_quality",
@@ -82,37 +80,6 @@ DRIVE_IDS = {
 }
 QUALITIES = tuple(DRIVE_IDS)
 DEFAULT_QUALITY = 16
-
-
-@dataclass(frozen=True)
-class ManualDownloadWeightSpec(WeightSpec):
-    """Weights published only where a program cannot fetch them (e.g. Google Drive).
-
-    ``url`` stays ``None`` (so :mod:`hac.hub` never tries a download); the user
-    downloads ``original_filename`` from ``download_page`` by hand and converts it
-    with ``convert_command``, which writes ``filename`` into ``weights/``.
-
-    Attributes:
-        download_page: where the original file is published.
-        project: the project that publishes it.
-        original_filename: the published file's name.
-        convert_command: the command that turns it into ``filename``.
-    """
-
-    download_page: str = ""
-    project: str = ""
-    original_filename: str = ""
-    convert_command: str = ""
-
-    @property
-    def source(self) -> str:
-        return f"{self.download_page} (from {self.project}), converted to weights/{self.filename}"
-
-    def fetch_hint(self) -> str:
-        return (
-            f"download {self.original_filename} by hand from {self.download_page} (linked from {self.project}; "
-            f"it cannot be fetched by a program), then run `{self.convert_command}`"
-        )
 
 
 def check_quality(q: object) -> int:

@@ -49,8 +49,8 @@ import torch
 from torch import Tensor
 
 from .. import hub
+from ..hub import ManualDownloadWeightSpec
 from .base import Codec, CodecOutput, check_image_batch
-from .elic import ManualDownloadWeightSpec
 from .hific_model import HiFiC, HiFiCConfig, LIKELIHOOD_TYPES
 from .learned import MODES, check_mode, straight_through_clamp
 from .registry import register_codec
