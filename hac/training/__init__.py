@@ -1,0 +1,27 @@
+"""Training of hac's own learned codecs (CompressAI architectures and ComDefend), resumable on a CPU.
+
+The default codec, ``hac-hyperprior``, is the mean-scale hyperprior of Minnen, Ballé
+and Toderici, "Joint Autoregressive and Hierarchical Priors for Learned Image
+Compression" (NeurIPS 2018), ``compressai.models.MeanScaleHyperprior`` (CompressAI's
+``mbt2018-mean``) without the autoregressive context model. It is trained with the
+rate–distortion loss of CompressAI's example::
+
+    loss = lambda * 255**2 * MSE(x, x_hat) + bpp(likelihoods)
+
+plus the auxiliary loss that fits the entropy bottleneck's quantiles, minimised by a
+second optimizer over the ``quantiles`` parameters only. ComDefend (Jia et al.,
+CVPR 2019) is trained with its own loss; see :mod:`hac.training.architectures`.
+
+Modules, in the order data flows through them:
+
+* :mod:`~hac.training.architectures`: the registry of trainable models and their losses;
+* :mod:`~hac.training.config`: :class:`~hac.training.config.TrainConfig` and the LR schedule;
+* :mod:`~hac.training.data`: image folders decoded into memory, sampled as random crops;
+* :mod:`~hac.training.loop`: :func:`~hac.training.loop.train` (resumable, stops cleanly on SIGTERM/SIGINT);
+* :mod:`~hac.training.checkpoint`: the checkpoint format, atomic saving, safe loading;
+* :mod:`~hac.training.evaluation`: real entropy-coded bpp/PSNR and the JPEG reference curve;
+* :mod:`~hac.training.export`: safetensors weights plus a model card;
+* :mod:`~hac.training.cli`: ``python -m hac.train``.
+
+The public API is re-exported by :mod:`hac.train`.
+"""

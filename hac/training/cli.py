@@ -1,0 +1,109 @@
+"""``python -m hac.train``: ``[run] --run-dir DIR --data DIR ...`` trains or resumes a run,
+``export CKPT --quality Q`` exports one. Example of a ComDefend run, started from the
+architecture's defaults::
+
+    python -m hac.train --architecture comdefend --data ../shared/data/cifar10/train --run-dir RUN
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .architectures import ARCHITECTURES
+from .checkpoint import load_checkpoint
+from .config import TrainConfig
+from .export import export
+from .loop import train
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m hac.train", description="Train hac's learned codecs (resumable).")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="train a new run, or continue one with --resume (the default command)")
+    run.add_argument("--run-dir", required=True, help="folder for checkpoints, train.log and metrics.jsonl")
+    run.add_argument("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt (step count continues)")
+    defaults = TrainConfig(data="", run_dir="")
+    options = {
+        "--data": (str, "training image folder (recursive jpg/jpeg/png)"),
+        "--architecture": (str, f"one of {', '.join(ARCHITECTURES.names())}"),
+        "--N": (int, "channels N (CompressAI models)"), "--M": (int, "channels M (CompressAI models)"),
+        "--lmbda": (float, "rate-distortion lambda"), "--quality": (int, "rate-point label"),
+        "--crop": (int, "crop side, a multiple of the down-sampling (64; comdefend: any)"), "--batch-size": (int, "batch size"),
+        "--steps": (int, "total steps of the run"), "--lr": (float, "Adam learning rate"),
+        "--aux-lr": (float, "aux Adam learning rate"), "--warmup-steps": (int, "linear warm-up steps"),
+        "--lr-schedule": (str, "step, cosine or constant"), "--lr-decay-at": (float, "fraction of steps where the step decay starts"),
+        "--lr-decay-factor": (float, "decay factor"), "--clip-max-norm": (float, "gradient clipping (0: off)"),
+        "--log-every": (int, "log interval"), "--checkpoint-every": (int, "checkpoint interval"),
+        "--snapshot-every": (int, "keep checkpoint-<step>.pt every this many steps"),
+        "--eval-every": (int, "evaluation interval"), "--eval-dir": (str, "evaluation image folder (e.g. Kodak)"),
+        "--eval-images": (int, "evaluate on the first K images"), "--seed": (int, "seed"),
+        "--threads": (int, "torch threads (default: all cores)"),
+        "--init-from": (str, "start from this checkpoint/.safetensors (fine-tune another lambda)"),
+        "--device": (str, "torch device, e.g. cuda"),
+        "--adv-eps": (lambda text: float(Fraction(text)), "adversarial L-inf budget, e.g. 4/255"),
+        "--adv-steps": (int, "PGD steps per adversarial batch"),
+        "--adv-objective": (str, "distortion, rate, or distortion,rate"),
+        "--adv-fraction": (float, "attacked share of each batch"),
+    }
+    run.add_argument("--adversarial", action="store_true", default=None,
+                     help="fine-tune on a mix of clean and attacked inputs (hac.adversarial_training)")
+    comdefend_defaults = ARCHITECTURES.get("comdefend").defaults
+    for flag, (kind, text) in options.items():
+        name = flag[2:].replace("-", "_")
+        default = f"{getattr(defaults, name)}"
+        if name in comdefend_defaults:
+            default += f"; comdefend: {comdefend_defaults[name]}"
+        run.add_argument(flag, dest=name, type=kind, default=None, help=f"{text} (default: {default})")
+    exp = sub.add_parser("export", help="export a checkpoint to weights/ (hac-hyperprior-q{q} or hac-comdefend-cifar10) + card")
+    exp.add_argument("checkpoint")
+    exp.add_argument("--quality", type=int, help="rate point of hac-hyperprior exports (default: the run's --quality)")
+    exp.add_argument("--out-dir", default="weights")
+    exp.add_argument("--eval-dir", default=None, help="measure bpp/PSNR (and JPEG) on these images for the card")
+    exp.add_argument("--eval-images", type=int, default=None)
+    exp.add_argument("--threads", type=int, default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: ``python -m hac.train [run] --run-dir DIR --data DIR ...`` or ``... export CKPT --quality Q``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("run", "export", "-h", "--help"):
+        argv = ["run", *argv]
+    args = _parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    if args.command == "export":
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        try:
+            export(args.checkpoint, args.out_dir, args.quality, args.eval_dir, args.eval_images)
+        except (ValueError, FileNotFoundError) as error:
+            logger.error("%s", error)
+            return 2
+        return 0
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "resume") and v is not None}
+    try:
+        if args.resume:
+            saved = load_checkpoint(Path(args.run_dir) / "checkpoint.pt")["config"]
+            config = TrainConfig.from_dict({**saved, **given})
+        else:
+            if "data" not in given:
+                raise ValueError("--data is required for a new run")
+            arch = ARCHITECTURES.get(given.get("architecture", TrainConfig.architecture))
+            config = TrainConfig.from_dict({**arch.defaults, **given})
+        train(config, resume=args.resume)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        logger.error("%s", error)
+        return 2
+    return 0

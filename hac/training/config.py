@@ -1,0 +1,118 @@
+"""The description of a training run (:class:`TrainConfig`) and its learning-rate schedule."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+from .architectures import ARCHITECTURES
+
+__all__ = ["TrainConfig", "lr_factor"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in every checkpoint).
+
+    Attributes:
+        data: image folder for training (recursive jpg/jpeg/png).
+        run_dir: folder for checkpoints, log and metrics.
+        architecture: key of :data:`~hac.training.architectures.ARCHITECTURES`.
+        N, M: channel widths of the CompressAI model.
+        lmbda: rate–distortion trade-off λ (loss = λ·255²·MSE + bpp).
+        quality: rate-point label (q1..q3), used by :func:`~hac.training.export.export`.
+        crop, batch_size: random crop side (a multiple of 64) and batch size.
+        steps: total optimiser steps of the run (may be raised on resume).
+        lr, aux_lr: Adam learning rates of the main and auxiliary optimizers.
+        warmup_steps: linear LR warm-up from 0.
+        lr_schedule: ``"step"`` (×``lr_decay_factor`` from ``lr_decay_at``·steps),
+            ``"cosine"`` (to ``lr_decay_factor``·lr at ``steps``) or ``"constant"``.
+        clip_max_norm: gradient-norm clipping of the main loss (0 disables).
+        log_every, checkpoint_every, snapshot_every, eval_every: cadences in steps (0 disables).
+        eval_dir: folder of evaluation images (e.g. Kodak), coded for real.
+        eval_images: evaluate on the first K images only (``None``: all).
+        seed: seeds initialisation, quantisation noise and crops.
+        threads: ``torch.set_num_threads`` (``None``: all cores).
+        init_from: checkpoint or exported weights to start from (fine-tuning another λ).
+        device: torch device to train on (``"cpu"``, ``"cuda"``); checkpoints are device-independent.
+        adversarial, adv_eps, adv_steps, adv_objective, adv_fraction: adversarial fine-tuning of a
+            CompressAI codec (:mod:`hac.adversarial_training`): ``adv_fraction`` of each batch is
+            attacked by ``adv_steps``-step PGD within ``adv_eps`` on ``adv_objective``
+            (``distortion``, ``rate`` or both, comma-separated); the loss compares with the clean batch.
+    """
+
+    data: str
+    run_dir: str
+    architecture: str = "mbt2018-mean"
+    N: int = 128
+    M: int = 192
+    lmbda: float = 0.0130
+    quality: int | None = None
+    crop: int = 128
+    batch_size: int = 8
+    steps: int = 100_000
+    lr: float = 1e-4
+    aux_lr: float = 1e-3
+    warmup_steps: int = 0
+    lr_schedule: str = "step"
+    lr_decay_at: float = 0.9
+    lr_decay_factor: float = 0.1
+    clip_max_norm: float = 1.0
+    log_every: int = 100
+    checkpoint_every: int = 500
+    snapshot_every: int = 10_000
+    eval_every: int = 5_000
+    eval_dir: str | None = None
+    eval_images: int | None = None
+    seed: int = 0
+    threads: int | None = None
+    init_from: str | None = None
+    device: str = "cpu"
+    adversarial: bool = False
+    adv_eps: float = 4 / 255
+    adv_steps: int = 3
+    adv_objective: str = "distortion,rate"
+    adv_fraction: float = 0.5
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad value."""
+        arch = ARCHITECTURES.get(self.architecture)
+        if self.crop <= 0 or self.crop % arch.multiple:
+            raise ValueError(
+                f"crop={self.crop} must be a positive multiple of {arch.multiple} for {self.architecture} "
+                f"(its latents are {arch.multiple}x smaller than the image); try {max(arch.multiple, self.crop // arch.multiple * arch.multiple)}"
+            )
+        if self.lr_schedule not in ("step", "cosine", "constant"):
+            raise ValueError(f"lr_schedule={self.lr_schedule!r}; valid: step, cosine, constant")
+        for name in ("batch_size", "steps", "N", "M"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        if not 0 < self.lr_decay_at <= 1:
+            raise ValueError(f"lr_decay_at={self.lr_decay_at} must be a fraction in (0, 1]")
+        if self.lmbda <= 0:
+            raise ValueError(f"lmbda={self.lmbda} must be positive")
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        return cls(**dict(values))
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Multiplier of ``config.lr`` for optimiser step ``step`` (0-based)."""
+    factor = 1.0
+    if config.warmup_steps and step < config.warmup_steps:
+        factor = (step + 1) / config.warmup_steps
+    if config.lr_schedule == "step":
+        if step >= int(config.lr_decay_at * config.steps):
+            factor *= config.lr_decay_factor
+    elif config.lr_schedule == "cosine":
+        t = min(step / config.steps, 1.0)
+        floor = config.lr_decay_factor
+        factor *= floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+    return factor

@@ -1,0 +1,81 @@
+"""Training images: a folder (searched recursively, jpg/jpeg/png) decoded once into uint8
+tensors in memory; batches are seeded random crops with horizontal flips."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["IMAGE_SUFFIXES", "list_images", "read_image", "ImageBank"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """All jpg/jpeg/png files under ``folder`` (recursive, sorted)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} images under {folder}")
+    return files
+
+
+def read_image(path: Path) -> Tensor:
+    """An image file as a uint8 (3, H, W) tensor."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        data = image.convert("RGB").tobytes()
+        width, height = image.size
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(height, width, 3).permute(2, 0, 1).contiguous()
+
+
+class ImageBank:
+    """A folder of images decoded once into memory, sampled as random crops.
+
+    Images of equal size are stacked into one uint8 (K, 3, H, W) tensor; mixed sizes
+    are kept as a list. Images smaller than the crop are skipped (logged).
+
+    Args:
+        folder: image folder (recursive).
+        crop: side of the square crops.
+    """
+
+    def __init__(self, folder: str | Path, crop: int) -> None:
+        files = list_images(folder)
+        images = [read_image(path) for path in files]
+        usable = [img for img in images if img.shape[1] >= crop and img.shape[2] >= crop]
+        if len(usable) < len(images):
+            logger.warning("skipping %d of %d images smaller than the %dpx crop", len(images) - len(usable), len(images), crop)
+        if not usable:
+            raise ValueError(f"no image under {folder} is at least {crop}x{crop}; use a smaller --crop")
+        self.crop = crop
+        self.images: Tensor | list[Tensor]
+        if len({tuple(img.shape) for img in usable}) == 1:
+            self.images = torch.stack(usable)
+        else:
+            self.images = usable
+        self.count = len(usable)
+        nbytes = sum(img.numel() for img in usable)
+        logger.info("decoded %d images from %s (%.1f MB in memory)", self.count, folder, nbytes / 1e6)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Tensor:
+        """A float (batch_size, 3, crop, crop) batch in [0, 1]: random crops, random h-flips."""
+        index = torch.randint(self.count, (batch_size,), generator=generator)
+        draws = torch.rand(batch_size, 3, generator=generator)
+        crops = []
+        for i, (u, v, flip) in zip(index.tolist(), draws.tolist()):
+            image = self.images[i]
+            height, width = image.shape[-2:]
+            top = int(u * (height - self.crop + 1))
+            left = int(v * (width - self.crop + 1))
+            patch = image[:, top : top + self.crop, left : left + self.crop]
+            crops.append(patch.flip(-1) if flip < 0.5 else patch)
+        return torch.stack(crops).float().div_(255.0)

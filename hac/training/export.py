@@ -1,0 +1,107 @@
+"""Export of a training checkpoint: safetensors weights plus a Markdown model card."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+from pathlib import Path
+
+from .architectures import ARCHITECTURES, build_model, split_parameters
+from .checkpoint import check_state_dict, load_checkpoint
+from .config import TrainConfig
+from .evaluation import evaluate_model, jpeg_psnr_at, jpeg_reference
+
+__all__ = ["export"]
+
+logger = logging.getLogger(__name__)
+
+
+def export(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    quality: int | None = None,
+    eval_dir: str | Path | None = None,
+    eval_images: int | None = None,
+) -> Path:
+    """Write the exported weights and their model card into ``out_dir``.
+
+    The file is named by the architecture's ``export_stem``:
+    ``hac-hyperprior-q{quality}.safetensors`` for the CompressAI models (``quality``
+    defaults to the run's ``--quality``), ``hac-comdefend-cifar10.safetensors`` for
+    ComDefend. The state dict is saved after ``model.update(force=True)`` (CDF tables
+    included) with metadata ``architecture``, ``N``, ``M``, ``lambda``, ``steps``. With
+    ``eval_dir`` the card reports the real bpp/PSNR there and JPEG at the same rate.
+
+    Raises:
+        ValueError: the architecture's file name needs a quality and none is known.
+
+    Returns:
+        The path of the safetensors file.
+    """
+    from safetensors.torch import save_file
+
+    ckpt = load_checkpoint(checkpoint)
+    config = TrainConfig.from_dict(ckpt["config"])
+    arch = ARCHITECTURES.get(config.architecture)
+    model = build_model(config.architecture, config.N, config.M)
+    check_state_dict(model, ckpt["model"], str(checkpoint))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    model.update(force=True)
+    quality = quality if quality is not None else config.quality
+    if quality is None and "{quality}" in arch.export_stem:
+        raise ValueError(f"{checkpoint} was trained without --quality; pass the rate point to export (--quality Q)")
+    stem = arch.export_stem.format(quality=quality)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metadata = {"architecture": arch.name, "N": str(config.N), "M": str(config.M),
+                "lambda": str(config.lmbda), "steps": str(ckpt["step"])}
+    state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
+    weights_path = out_dir / f"{stem}.safetensors"
+    tmp = weights_path.with_name(weights_path.name + ".tmp")
+    save_file(state, str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, weights_path)
+
+    has_aux = bool(split_parameters(model)[1])
+    if arch.loss is None:
+        intro = (f"hac's own learned codec, rate point q{quality}: CompressAI `{arch.name}` ({arch.paper}), "
+                 f"N={config.N}, M={config.M}, trained by `hac.train` on {config.device}.")
+    else:
+        intro = f"hac's own `{arch.name}` ({arch.paper}), trained by `hac.train` on {config.device}."
+    aux_text = f", aux Adam {config.aux_lr:g}" if has_aux else ""
+    lines = [
+        f"# {stem}",
+        "",
+        intro,
+        "",
+        "| | |",
+        "|---|---|",
+        f"| training data | `{Path(config.data).name}` ({config.data}) |",
+        f"| steps | {ckpt['step']} |",
+        f"| λ (loss = {arch.loss_text}) | {config.lmbda} |",
+        f"| crop / batch | {config.crop}px random crops + h-flips / {config.batch_size} |",
+        f"| optimiser | Adam lr {config.lr:g} ({config.lr_schedule} schedule, warm-up {config.warmup_steps}){aux_text}, grad clip {config.clip_max_norm:g} |",
+        f"| initialised from | {config.init_from or 'scratch'} |",
+        f"| file | `{weights_path.name}`, {weights_path.stat().st_size / 1e6:.1f} MB |",
+        f"| exported | {_dt.date.today().isoformat()} |",
+        "",
+    ]
+    if eval_dir is not None:
+        result = evaluate_model(model, eval_dir, eval_images, arch.multiple)
+        curve = jpeg_reference(eval_dir, max_images=eval_images)
+        jpeg_psnr = jpeg_psnr_at(curve, result["bpp"])
+        lines += [
+            f"## Measured on `{Path(eval_dir).name}` ({result['images']} images, real bitstreams, 8-bit output)",
+            "",
+            f"- {stem}: **{result['bpp']:.3f} bpp, {result['psnr']:.2f} dB** PSNR (mean over images)",
+            (f"- JPEG (Pillow) at the same rate: {jpeg_psnr:.2f} dB, so {result['psnr'] - jpeg_psnr:+.2f} dB vs JPEG"
+             if jpeg_psnr is not None else "- JPEG: the rate is outside the measured JPEG curve"),
+            "",
+            "JPEG curve on the same images: " + ", ".join(f"q{c['quality']} {c['bpp']:.3f}/{c['psnr']:.2f}" for c in curve),
+            "",
+        ]
+    (out_dir / f"{stem}.md").write_text("\n".join(lines))
+    logger.info("exported %s (step %d) -> %s", checkpoint, ckpt["step"], weights_path)
+    return weights_path
