@@ -76,3 +76,31 @@ def _offline(request, monkeypatch):
     """Tests never touch the network unless marked ``network``."""
     if request.node.get_closest_marker("network") is None:
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+# --------------------------------------------------------------------------- the app's handlers
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def cache():
+    """The app's model cache, one per test module (as one per server)."""
+    from hac.app import ModelCache
+
+    return ModelCache()
+
+
+@pytest.fixture(scope="module")
+def files():
+    """The app's scratch folder for a test module's runs."""
+    from hac.app import RunFiles
+
+    return RunFiles()
+
+
+@pytest.fixture
+def no_downloaded_weights(tmp_path, monkeypatch):
+    """Only what needs no download is available: the embedded classifier and the classical codecs."""
+    monkeypatch.setenv("HAC_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("HAC_CACHE_DIR", str(tmp_path / "cache"))

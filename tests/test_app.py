@@ -15,26 +15,7 @@ from hac.app import ModelCache, RunFiles, build_demo
 from hac.app import batch, handlers
 from hac.app.files import DATA_ROOT_ENV, EXAMPLE_PHOTOS, example_paths, resolve_data_folder
 
-from conftest import PHOTO_CLASSES
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def cache() -> ModelCache:
-    return ModelCache()
-
-
-@pytest.fixture(scope="module")
-def files() -> RunFiles:
-    return RunFiles()
-
-
-@pytest.fixture
-def no_downloaded_weights(tmp_path, monkeypatch):
-    """Only the embedded classifier and the classical codecs are available."""
-    monkeypatch.setenv("HAC_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("HAC_CACHE_DIR", str(tmp_path / "cache"))
+from conftest import PHOTO_CLASSES, PNG_SIGNATURE
 
 
 def _pixels(path: str | Path) -> np.ndarray:

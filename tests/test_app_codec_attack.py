@@ -9,30 +9,14 @@ import gradio as gr
 import pytest
 import torch
 
-from hac.app import ModelCache, RunFiles, codec_attack
+from hac.app import ModelCache, codec_attack
 from hac.codecs import create_codec
 from hac.images import load_image
 from hac.metrics import psnr
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from conftest import PNG_SIGNATURE
+
 ROWS = ("clean", "attacked (PGD)", "random ±ε noise (baseline)")
-
-
-@pytest.fixture(scope="module")
-def cache() -> ModelCache:
-    return ModelCache()
-
-
-@pytest.fixture(scope="module")
-def files() -> RunFiles:
-    return RunFiles()
-
-
-@pytest.fixture
-def no_downloaded_weights(tmp_path, monkeypatch):
-    """Only the classical codecs are available."""
-    monkeypatch.setenv("HAC_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("HAC_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _table(summary: str) -> dict[str, list[float]]:

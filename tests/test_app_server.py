@@ -13,7 +13,7 @@ import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from hac.app import ModelCache, RunFiles, build_demo, launch_kwargs
+from hac.app import RunFiles, build_demo, launch_kwargs
 from hac.app.batch import SAMPLE_DATASET
 from hac.images import load_image, png_bytes
 from hac.pipeline import attack_and_purify
@@ -25,11 +25,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def cache() -> ModelCache:
-    return ModelCache()
 
 
 @pytest.fixture(scope="module")

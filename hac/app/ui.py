@@ -67,24 +67,31 @@ def _image(label: str, **kwargs: Any) -> gr.Image:
     return gr.Image(label=label, format="png", type="filepath", interactive=False, buttons=["download", "fullscreen"], **kwargs)
 
 
+def _image_input(elem_id: str, examples_id: str | None = None) -> ImageUpload:
+    """An upload box (PNG, no lossy re-encoding) with the example photos under it."""
+    image = ImageUpload(
+        label="Image (PNG, JPEG, WebP, ...)",
+        format="png",
+        type="filepath",
+        image_mode=None,
+        sources=["upload", "clipboard"],
+        height=260,
+        elem_id=elem_id,
+    )
+    gr.Examples(
+        examples=[[str(path)] for path in example_paths()],
+        inputs=[image],
+        cache_examples=False,
+        label="Examples (public-domain photos from scikit-image)",
+        elem_id=examples_id,
+    )
+    return image
+
+
 def _attack_tab(cache: ModelCache, files: RunFiles) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
-            image = ImageUpload(
-                label="Image (PNG, JPEG, WebP, ...)",
-                format="png",
-                type="filepath",
-                image_mode=None,
-                sources=["upload", "clipboard"],
-                height=260,
-                elem_id="input-image",
-            )
-            gr.Examples(
-                examples=[[str(path)] for path in example_paths()],
-                inputs=[image],
-                cache_examples=False,
-                label="Examples (public-domain photos from scikit-image)",
-            )
+            image = _image_input("input-image")
             classifier = gr.Dropdown(
                 handlers.classifier_choices(), value=DEFAULT_CLASSIFIER, label="Classifier", elem_id="classifier"
             )
@@ -158,22 +165,7 @@ def _codec_attack_tab(cache: ModelCache, files: RunFiles) -> None:
     )
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
-            image = ImageUpload(
-                label="Image (PNG, JPEG, WebP, ...)",
-                format="png",
-                type="filepath",
-                image_mode=None,
-                sources=["upload", "clipboard"],
-                height=260,
-                elem_id="codec-input-image",
-            )
-            gr.Examples(
-                examples=[[str(path)] for path in example_paths()],
-                inputs=[image],
-                cache_examples=False,
-                label="Examples (public-domain photos from scikit-image)",
-                elem_id="codec-examples",
-            )
+            image = _image_input("codec-input-image", examples_id="codec-examples")
             with gr.Row():
                 codec = gr.Dropdown(
                     codec_attack.codec_attack_choices(), value="jpeg", label="Codec", elem_id="codec-attack-codec"
