@@ -31,11 +31,10 @@ import torch
 from torch import Tensor, nn
 
 from .classifiers import CIFAR10_CLASSES, imagenet_index_of_synset
-from .images import ImageError, load_image
+from .images import IMAGE_SUFFIXES, ImageError, load_image
 from .pipeline import to_8bit
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "LAYOUTS",
     "Batch",
     "Dataset",
@@ -52,7 +51,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm"})
 LAYOUTS = ("auto", "imagenet", "cifar10", "hub")
 _SYNSET = re.compile(r"^n\d{8}$")
 
@@ -140,7 +138,7 @@ class FolderDataset(Dataset):
         if layout not in ("auto", "imagenet", "cifar10"):
             raise ValueError(f"folder layout must be one of auto, imagenet, cifar10, got {layout!r}")
         folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        loose = sorted(p.name for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        loose = sorted(p.name for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if loose:
             raise ValueError(
                 f"{self.root} holds images directly ({', '.join(loose[:3])}{', ...' if len(loose) > 3 else ''}); "
@@ -154,11 +152,11 @@ class FolderDataset(Dataset):
         self._labels: dict[str, int] = {}
         for folder in folders:
             for path in sorted(folder.iterdir()):
-                if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS:
+                if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES:
                     self._labels[f"{folder.name}/{path.name}"] = class_of[folder.name]
         if not self._labels:
             raise ValueError(
-                f"no images found in {self.root} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                f"no images found in {self.root} (extensions: {', '.join(sorted(IMAGE_SUFFIXES))}); "
                 "expected <synset>/<image> (ImageNet) or <class_name>/<image> (CIFAR-10)"
             )
         self._ids = sorted(self._labels)

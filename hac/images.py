@@ -23,6 +23,8 @@ from torch import Tensor
 __all__ = [
     "ImageError",
     "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
+    "list_images",
     "load_image",
     "to_pil",
     "save_png",
@@ -36,11 +38,29 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_PIXELS = 40_000_000
 """Largest accepted image (width x height); larger files are refused before decoding."""
 
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm"})
+"""File name endings (lower case) that count as images when a folder is searched."""
+
 ImageSource = Union[str, Path, bytes, Image.Image]
 
 
 class ImageError(ValueError):
     """The input is not an image hac can use; the message says why."""
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files under ``folder``, searched recursively, sorted by path.
+
+    Raises:
+        FileNotFoundError: no such folder, or no images in it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+    return files
 
 
 def _open(source: ImageSource) -> tuple[Image.Image, str]:

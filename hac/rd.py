@@ -49,7 +49,7 @@ from torch import Tensor
 from .codecs import create_codec
 from .codecs.registry import CODECS, load_all_codec_modules
 from .hub import MissingWeightsError, UnsafeWeightsError, weights_available
-from .images import load_image
+from .images import list_images, load_image
 from .metrics import ms_ssim, psnr
 from .specs import ComponentSpec, format_spec, parse_spec
 
@@ -68,7 +68,6 @@ __all__ = [
     "compare_curves",
     "write_outputs",
     "plot_rd",
-    "list_images",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,7 +78,6 @@ DEFAULT_SWEEPS: dict[str, tuple[int, ...]] = {
 }
 MODES = ("entropy-coded", "fast")
 SWEEP_PARAM = "q"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
 _RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*(?:/\s*(\d+)\s*)?$")
 
 
@@ -364,17 +362,6 @@ def plan_sweeps(texts: Sequence[str]) -> tuple[list[PlannedPoint], list[Skipped]
 
 
 # --------------------------------------------------------------------------- evaluation
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
-    return files
 
 
 def _accepts(name: str, parameter: str) -> bool:

@@ -21,12 +21,11 @@ import torch
 from ..codec_attacks import METHODS, OBJECTIVES, CodecAttackResult, CodecAttackSettings, check_objective, run_codec_attacks
 from ..codecs import create_codec
 from ..hub import MissingWeightsError
-from ..images import load_image
+from ..images import list_images, load_image
 from .common import write_json
 
 __all__ = ["add_parser", "run", "load_folder", "parse_eps_list"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 COLUMNS = (
     "codec", "objective", "method", "eps_255", "steps", "images", "clean_bpp", "clean_psnr",
     "adv_bpp", "adv_psnr", "psnr_drop_pct", "bpp_ratio", "perturbation_psnr", "linf_255",
@@ -83,13 +82,8 @@ def load_folder(folder: Path, limit: int | None = None, crop: int | None = None)
         raise ValueError(f"--limit must be a positive number of images, got {limit}")
     if crop is not None and crop < 1:
         raise ValueError(f"--crop must be a positive size in pixels, got {crop}")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
     images = []
-    for path in files[:limit]:
+    for path in list_images(folder)[:limit]:
         image = load_image(path)
         if crop is not None:
             height, width = image.shape[-2:]

@@ -1,4 +1,4 @@
-"""Training images: a folder (searched recursively, jpg/jpeg/png) decoded once into uint8
+"""Training images: a folder (searched recursively, see :func:`hac.images.list_images`) decoded once into uint8
 tensors in memory; batches are seeded random crops with horizontal flips."""
 
 from __future__ import annotations
@@ -9,22 +9,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["IMAGE_SUFFIXES", "list_images", "read_image", "ImageBank"]
+from ..images import list_images
+
+__all__ = ["read_image", "ImageBank"]
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """All jpg/jpeg/png files under ``folder`` (recursive, sorted)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} images under {folder}")
-    return files
 
 
 def read_image(path: Path) -> Tensor:

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import list_images, read_image
+from ..images import list_images
+from .data import read_image
 
 __all__ = ["evaluate_model", "jpeg_reference", "jpeg_psnr_at"]
 
