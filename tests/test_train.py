@@ -143,6 +143,33 @@ def test_export_reloads_bit_exactly_with_metadata(image_dir, tmp_path):
         assert torch.equal(model(x)["x_hat"], fresh(x)["x_hat"])
 
 
+def test_half_export_halves_the_transforms_and_keeps_the_entropy_models(image_dir, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from hac.codecs import create_codec
+
+    ckpt_path = train(_config(image_dir, tmp_path / "run", steps=4))
+    full = export(ckpt_path, tmp_path / "full", quality=3)
+    half = export(ckpt_path, tmp_path / "half", quality=3, eval_dir=image_dir, eval_images=2, half=True)
+    full_state, half_state = load_file(str(full)), load_file(str(half))
+    assert set(full_state) == set(half_state)
+    for key, tensor in half_state.items():
+        kept = key.startswith(("entropy_bottleneck", "gaussian_conditional")) or not tensor.is_floating_point()
+        assert tensor.dtype == (full_state[key].dtype if kept else torch.float16), key
+        if kept:
+            assert torch.equal(tensor, full_state[key]), key
+    with safe_open(str(half), framework="pt") as handle:
+        assert handle.metadata()["dtype"].startswith("float16")
+    assert "float16" in (tmp_path / "half" / "hac-hyperprior-q3.md").read_text()
+    # the codec loads it as float32 and codes real bitstreams close to the full-precision export
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    outputs = [create_codec(f"hac-hyperprior:q=3,weights={path}")(x) for path in (full, half)]
+    assert next(create_codec(f"hac-hyperprior:q=3,weights={half}").parameters()).dtype == torch.float32
+    assert (outputs[0].x_hat - outputs[1].x_hat).abs().max() < 0.05
+    assert outputs[1].bpp.item() == pytest.approx(outputs[0].bpp.item(), rel=0.05)
+
+
 def test_mismatched_checkpoint_names_the_keys(image_dir, tmp_path):
     ckpt_path = train(_config(image_dir, tmp_path / "run", steps=2))
     other = build_model("bmshj2018-hyperprior", 16, 16)

@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--eval-dir", default=None, help="measure bpp/PSNR (and JPEG) on these images for the card")
     exp.add_argument("--eval-images", type=int, default=None)
     exp.add_argument("--threads", type=int, default=None)
+    exp.add_argument("--half", action="store_true",
+                     help="store the transforms in float16 (half the file; entropy models stay float32)")
     return parser
 
 
@@ -87,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         try:
-            export(args.checkpoint, args.out_dir, args.quality, args.eval_dir, args.eval_images)
+            export(args.checkpoint, args.out_dir, args.quality, args.eval_dir, args.eval_images, args.half)
         except (ValueError, FileNotFoundError) as error:
             logger.error("%s", error)
             return 2

@@ -7,14 +7,32 @@ import logging
 import os
 from pathlib import Path
 
+from torch import Tensor
+
 from .architectures import ARCHITECTURES, build_model, split_parameters
 from .checkpoint import check_state_dict, load_checkpoint
 from .config import TrainConfig
 from .evaluation import evaluate_model, jpeg_psnr_at, jpeg_reference
 
-__all__ = ["export"]
+__all__ = ["export", "half_precision"]
 
 logger = logging.getLogger(__name__)
+
+ENTROPY_MODULES = ("entropy_bottleneck", "gaussian_conditional")
+"""Kept in float32 by :func:`half_precision`: the entropy models' quantiles and scale tables
+define the coding tables, so they are shipped exactly as trained."""
+
+
+def half_precision(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with the transforms' floating tensors in float16 (half the file), the entropy models untouched.
+
+    The model that loads it is float32 again; every number on the model card is
+    measured after this rounding, i.e. with the weights as shipped.
+    """
+    return {
+        key: value.half() if value.is_floating_point() and not key.startswith(ENTROPY_MODULES) else value
+        for key, value in state.items()
+    }
 
 
 def export(
@@ -23,13 +41,14 @@ def export(
     quality: int | None = None,
     eval_dir: str | Path | None = None,
     eval_images: int | None = None,
+    half: bool = False,
 ) -> Path:
     """Write the exported weights and their model card into ``out_dir``.
 
     The file is named by the architecture's ``export_stem``:
     ``hac-hyperprior-q{quality}.safetensors`` for the CompressAI models (``quality``
     defaults to the run's ``--quality``), ``hac-comdefend-cifar10.safetensors`` for
-    ComDefend. The state dict is saved after ``model.update(force=True)`` (CDF tables
+    ComDefend. ``half`` stores the transforms in float16 (:func:`half_precision`). The state dict is saved after ``model.update(force=True)`` (CDF tables
     included) with metadata ``architecture``, ``N``, ``M``, ``lambda``, ``steps``. With
     ``eval_dir`` the card reports the real bpp/PSNR there and JPEG at the same rate.
 
@@ -58,6 +77,10 @@ def export(
     metadata = {"architecture": arch.name, "N": str(config.N), "M": str(config.M),
                 "lambda": str(config.lmbda), "steps": str(ckpt["step"])}
     state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
+    if half:
+        state = half_precision(state)
+        model.load_state_dict(state)  # what is measured below is what is shipped
+        metadata["dtype"] = "float16 (entropy models float32)"
     weights_path = out_dir / f"{stem}.safetensors"
     tmp = weights_path.with_name(weights_path.name + ".tmp")
     save_file(state, str(tmp), metadata=metadata)
@@ -84,7 +107,7 @@ def export(
         f"| crop / batch | {config.crop}px random crops + h-flips / {config.batch_size} |",
         f"| optimiser | Adam lr {config.lr:g} ({config.lr_schedule} schedule, warm-up {config.warmup_steps}){aux_text}, grad clip {config.clip_max_norm:g} |",
         f"| initialised from | {config.init_from or 'scratch'} |",
-        f"| file | `{weights_path.name}`, {weights_path.stat().st_size / 1e6:.1f} MB |",
+        f"| file | `{weights_path.name}`, {weights_path.stat().st_size / 1e6:.1f} MB{' (transforms in float16)' if half else ''} |",
         f"| exported | {_dt.date.today().isoformat()} |",
         "",
     ]
