@@ -31,6 +31,7 @@ import io
 import json
 import math
 import platform
+import subprocess
 from collections import defaultdict
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -52,14 +53,29 @@ WORST_CASE_COLUMNS = ("classifier", "threat", "codec", "rounds", "eps_255", "ima
 _PACKAGES = ("torch", "torchvision", "timm", "torchattacks", "compressai", "numpy", "pillow", "pytorch-msssim", "hac")
 
 
+def source_commit() -> str | None:
+    """The git commit of hac's source tree (``+dirty`` if tracked files changed), or ``None`` outside a checkout."""
+    root = str(Path(__file__).resolve().parent.parent)
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        changes = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if changes else "")
+
+
 def package_versions() -> dict[str, str]:
-    """Versions of Python and the packages the numbers depend on."""
+    """Versions of Python and the packages the numbers depend on; hac from a checkout by its git commit."""
     versions = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
+    if versions["hac"] == "not installed":
+        versions["hac"] = f"source {source_commit() or 'of unknown commit'}"
     return versions
 
 

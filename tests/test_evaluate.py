@@ -7,6 +7,7 @@ real photos written here; claims about accuracy run on ``../shared`` (marked).
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -159,6 +160,8 @@ def test_results_files_and_plots(reference, tmp_path):
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["image_ids"] == sorted(f"{s}/{Path(n).stem}.png" for n, s in PHOTOS.items())
     assert report["versions"]["torch"] and report["seeds"]["base_seed"] == 0 and report["reuse"]["attack_calls"] == 8
+    if (ROOT / ".git").exists():  # a checkout records the commit the numbers came from
+        assert re.fullmatch(r"source [0-9a-f]{40}(\+dirty)?", report["versions"]["hac"]), report["versions"]["hac"]
     assert len(report["cells"]) == CELLS and report["config"]["name"] == "mechanics"
     assert load_config(report["config"]).cells() == load_config(GRID).cells()  # the recorded config repeats the run
     assert all(Image.open(p).size[0] > 300 for p in written if p.suffix == ".png")
