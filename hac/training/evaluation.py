@@ -4,23 +4,18 @@ on an image folder (e.g. Kodak), and Pillow JPEG's curve on the same images for 
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from ..images import list_images
+from ..metrics import psnr
 from .data import read_image
 
 __all__ = ["evaluate_model", "jpeg_reference", "jpeg_psnr_at"]
-
-
-def _psnr(x: Tensor, y: Tensor) -> float:
-    mse = F.mse_loss(x, y).item()
-    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 @torch.no_grad()
@@ -47,7 +42,7 @@ def evaluate_model(model: nn.Module, folder: str | Path, max_images: int | None 
         x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"][..., :height, :width]
         x_hat = x_hat.clamp(0, 1).mul(255).round().div(255)
         bpps.append(bits / (height * width))
-        psnrs.append(_psnr(x_hat, x))
+        psnrs.append(psnr(x_hat, x).item())
     model.train(was_training)
     return {"bpp": sum(bpps) / len(bpps), "psnr": sum(psnrs) / len(psnrs), "images": len(files)}
 
@@ -73,7 +68,7 @@ def jpeg_reference(
             with Image.open(buffer) as decoded:
                 rec = torch.frombuffer(bytearray(decoded.convert("RGB").tobytes()), dtype=torch.uint8)
             rec = rec.view(img.shape[1], img.shape[2], 3).permute(2, 0, 1)
-            psnrs.append(_psnr(rec.float() / 255, img.float() / 255))
+            psnrs.append(psnr(rec[None].float() / 255, img[None].float() / 255).item())
         curve.append({"quality": quality, "bpp": sum(bpps) / len(bpps), "psnr": sum(psnrs) / len(psnrs)})
     return curve
 
