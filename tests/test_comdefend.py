@@ -388,3 +388,29 @@ def test_official_weights_reconstruct_cifar10(shared_dir, tmp_path):
     value = psnr(x_hat, x).mean().item()
     assert 25 < value < 32, value  # measured: 29.5 dB (an RGB/BGR or layout mistake costs > 0.5 dB or everything)
     assert codec.weight_spec.name == "comdefend-official"
+
+
+# --------------------------------------------------------------------------- hac's shipped weights
+
+
+def test_shipped_hac_weights_reconstruct_real_photos(photo_dir):
+    """weights/hac-comdefend-cifar10.safetensors (in the repository) codes 32x32 tiles of real photos."""
+    from hac.images import load_image, resize_and_center_crop
+
+    codec = create_codec("comdefend", pretrained="hac")
+    assert codec.weight_spec.name == "hac-comdefend-cifar10"
+    x = torch.cat([resize_and_center_crop(load_image(photo_dir / name)[None], 96, 1.0)
+                   for name in ("chelsea.png", "coffee.png", "astronaut.png")])
+    x = x.mul(255).round().div(255)
+    out = codec(x)
+    values = psnr(out.x_hat, x)
+    assert (out.bpp == BITS_PER_PIXEL).all()
+    assert values.min() > 22, values  # measured: 27.9, 24.9, 23.6 dB (the official weights: 31.6, 26.7, 26.8)
+
+
+@pytest.mark.shared_data
+def test_shipped_hac_weights_reconstruct_cifar10_samples(shared_dir):
+    files = sorted((shared_dir / "data" / "samples").glob("cifar10_*.png"))
+    x = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files]).float() / 255
+    x_hat = create_codec("comdefend", pretrained="hac")(x).x_hat.mul(255).round().div(255)
+    assert psnr(x_hat, x).mean().item() > 25  # measured: 26.8 dB (the official weights: 29.5)
