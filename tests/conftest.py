@@ -82,6 +82,12 @@ def _offline(request, monkeypatch):
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+BAD_UPLOADS = [  # (file content, what the error must say), for every tab's upload
+    (b"", "is empty"),
+    (b"this is a text file, not a picture", "is not an image file"),
+    (PNG_SIGNATURE + b"\x00\x00\x00\rIHDR truncated", "corrupt or truncated"),
+]
+
 
 @pytest.fixture(scope="module")
 def cache():

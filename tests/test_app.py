@@ -15,7 +15,7 @@ from hac.app import ModelCache, RunFiles, build_demo
 from hac.app import batch, handlers
 from hac.app.files import DATA_ROOT_ENV, EXAMPLE_PHOTOS, example_paths, resolve_data_folder
 
-from conftest import PHOTO_CLASSES, PNG_SIGNATURE
+from conftest import BAD_UPLOADS, PHOTO_CLASSES, PNG_SIGNATURE
 
 
 def _pixels(path: str | Path) -> np.ndarray:
@@ -64,14 +64,7 @@ def test_codec_without_weights_says_how_to_fetch(cache, files, photo_dir, no_dow
                             "bpda", "mbt2018-mean", 3, "", 1)
 
 
-@pytest.mark.parametrize(
-    "content, message",
-    [
-        (b"", "is empty"),
-        (b"this is a text file, not a picture", "is not an image file"),
-        (PNG_SIGNATURE + b"\x00\x00\x00\rIHDR truncated", "corrupt or truncated"),
-    ],
-)
+@pytest.mark.parametrize("content, message", BAD_UPLOADS)
 def test_bad_image_is_a_clear_gr_error(cache, files, tmp_path, content, message):
     path = tmp_path / "upload.png"
     path.write_bytes(content)

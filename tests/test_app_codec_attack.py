@@ -14,7 +14,7 @@ from hac.codecs import create_codec
 from hac.images import load_image
 from hac.metrics import psnr
 
-from conftest import PNG_SIGNATURE
+from conftest import BAD_UPLOADS, PNG_SIGNATURE
 
 ROWS = ("clean", "attacked (PGD)", "random ±ε noise (baseline)")
 
@@ -131,14 +131,7 @@ def test_bad_settings_are_clear_gr_errors(cache, files, photo_dir, changes, mess
         codec_attack.run_codec_attack(cache, files, str(photo_dir / "chelsea.png"), **{**settings, **changes})
 
 
-@pytest.mark.parametrize(
-    "content, message",
-    [
-        (b"", "is empty"),
-        (b"this is a text file, not a picture", "is not an image file"),
-        (PNG_SIGNATURE + b"\x00\x00\x00\rIHDR truncated", "corrupt or truncated"),
-    ],
-)
+@pytest.mark.parametrize("content, message", BAD_UPLOADS)
 def test_bad_image_is_a_clear_gr_error(cache, files, tmp_path, content, message):
     path = tmp_path / "upload.png"
     path.write_bytes(content)
