@@ -22,58 +22,19 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hac.app.serving import free_port, start_app, stop, wait_until_served  # noqa: E402
 
 DEFAULTS = dict(classifier="efficientnet-lite0", attack="pgd", eps_255=4, steps=10, threat="bpda",
                 codec="jpeg", quality=25, chain="", rounds=1, seed=0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_app(port: int, log, threads: int | None) -> subprocess.Popen:
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    return subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_for_page(url: str, process: subprocess.Popen, timeout: float = 300) -> float:
-    """Seconds until ``url`` answers 200 (measured from the call)."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        if process.poll() is not None:
-            raise RuntimeError(f"app.py exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return time.perf_counter() - start
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not served within {timeout:.0f} s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(Path(tmp) / f"app-{run}.log", "wb") as log:
                 process = start_app(port, log, args.threads)
             try:
-                startups.append(wait_for_page(f"http://127.0.0.1:{port}/", process))
+                startups.append(wait_until_served(f"http://127.0.0.1:{port}/", process, timeout=300))
                 if run == 0:
                     client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=tmp)
                     for call in range(1 + args.repeats):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import zipfile
 from pathlib import Path
@@ -15,16 +14,11 @@ from gradio_client.exceptions import AppError
 
 from hac.app import RunFiles, build_demo, launch_kwargs
 from hac.app.batch import SAMPLE_DATASET
+from hac.app.serving import free_port
 from hac.images import load_image, png_bytes
 from hac.pipeline import attack_and_purify
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
