@@ -106,6 +106,38 @@ def test_resume_through_the_cli(image_dir, tmp_path):
     assert ckpt["step"] == 5 and ckpt["config"]["N"] == 16
 
 
+def test_a_packed_run_is_smaller_and_resumes_where_it_stopped(image_dir, tmp_path):
+    run_dir, packed_dir, full_copy = tmp_path / "run", tmp_path / "packed", tmp_path / "full"
+    train(_config(image_dir, run_dir, steps=10, checkpoint_every=5, N=32, M=32))
+    full_copy.mkdir()
+    (full_copy / "checkpoint.pt").write_bytes((run_dir / "checkpoint.pt").read_bytes())
+    assert main(["pack", str(run_dir), "--out", str(packed_dir)]) == 0
+    packed = packed_dir / "checkpoint.pt"
+    assert packed.stat().st_size < 0.6 * (run_dir / "checkpoint.pt").stat().st_size
+    assert [p.name for p in sorted(packed_dir.iterdir())] == ["checkpoint.pt", "config.json", "metrics.jsonl", "train.log"]
+    ckpt = load_checkpoint(packed)
+    assert ckpt["step"] == 10 and ckpt["model"]["g_a.0.weight"].dtype == torch.float16
+    assert ckpt["model"]["entropy_bottleneck.quantiles"].dtype == torch.float32
+    assert ckpt["optimizer"]["state"][0]["exp_avg_sq"].dtype == torch.bfloat16
+
+    train(_config(image_dir, packed_dir, steps=14, N=32, M=32), resume=True)
+    train(_config(image_dir, full_copy, steps=14, N=32, M=32), resume=True)
+    resumed = {d: load_checkpoint(d / "checkpoint.pt") for d in (packed_dir, full_copy)}
+    assert resumed[packed_dir]["step"] == 14
+    assert resumed[packed_dir]["model"]["g_a.0.weight"].dtype == torch.float32  # float32 again once resumed
+    packed_losses = [r["loss"] for r in _train_records(packed_dir) if r["step"] > 10]
+    full_losses = [r["loss"] for r in _train_records(full_copy) if r["step"] > 10]
+    assert len(packed_losses) == len(full_losses) == 4
+    # same batches (the RNG state travels), weights rounded to float16: the losses agree closely, not exactly
+    assert packed_losses == pytest.approx(full_losses, rel=0.02)
+
+
+def test_packing_a_folder_without_a_checkpoint_names_it(tmp_path, caplog):
+    assert main(["pack", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")]) == 2
+    assert f"checkpoint not found: {tmp_path / 'nothing' / 'checkpoint.pt'}" in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
 def test_lr_schedule_steps_down_near_the_end():
     config = TrainConfig(data="", run_dir="", steps=100, lr_decay_at=0.9, warmup_steps=10)
     assert lr_factor(0, config) == pytest.approx(0.1)

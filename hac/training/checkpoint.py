@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from pathlib import Path
 from typing import Mapping
 
@@ -27,6 +28,9 @@ __all__ = [
     "load_checkpoint",
     "check_state_dict",
     "load_model_weights",
+    "half_precision",
+    "compact_training_state",
+    "pack_run",
 ]
 
 CHECKPOINT_FORMAT = "hac-train-checkpoint/1"
@@ -162,3 +166,69 @@ def load_model_weights(model: nn.Module, path: str | Path) -> None:
         state = load_checkpoint(path)["model"]
     check_state_dict(model, state, str(path))
     model.load_state_dict(state)
+
+
+ENTROPY_MODULES = ("entropy_bottleneck", "gaussian_conditional")
+"""Kept in float32 by :func:`half_precision`: the entropy models' quantiles and scale tables
+define the coding tables, so they are kept exactly as trained."""
+
+_ADAM_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def half_precision(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with the transforms' floating tensors in float16 (half the file), the entropy models untouched.
+
+    A float32 model that loads it is float32 again (``load_state_dict`` copies into its parameters).
+    """
+    return {
+        key: value.half() if value.is_floating_point() and not key.startswith(ENTROPY_MODULES) else value
+        for key, value in state.items()
+    }
+
+
+def compact_training_state(ckpt: Mapping) -> dict:
+    """A checkpoint small enough to commit, from which a run resumes on another machine.
+
+    The model goes through :func:`half_precision`; the optimizers' Adam moments are stored in
+    bfloat16 (float32's range, so the small second moments do not underflow). Everything else
+    (step, config, scheduler, RNG) is unchanged. Resuming casts back: the model loads into float32
+    parameters and ``Optimizer.load_state_dict`` casts its state to the parameters' dtype. For
+    mbt2018-mean N=96/M=192 it is 32 MB instead of 65 MB.
+    """
+
+    def compact_optimizer(state: Mapping | None) -> dict | None:
+        if state is None:
+            return None
+        per_param = {
+            index: {key: value.bfloat16() if key in _ADAM_MOMENTS else value for key, value in entry.items()}
+            for index, entry in state["state"].items()
+        }
+        return {**state, "state": per_param}
+
+    return {
+        **ckpt,
+        "model": half_precision(ckpt["model"]),
+        "optimizer": compact_optimizer(ckpt["optimizer"]),
+        "aux_optimizer": compact_optimizer(ckpt["aux_optimizer"]),
+        "compact": "model transforms float16, entropy models float32, Adam moments bfloat16",
+    }
+
+
+RUN_RECORDS = ("config.json", "metrics.jsonl", "train.log")
+
+
+def pack_run(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Copy a run folder's latest checkpoint (compacted) and its records into ``out_dir``.
+
+    ``out_dir`` is then a run folder itself: ``python -m hac.train --resume --run-dir OUT_DIR``
+    (or a copy of it) continues the run. Returns the packed checkpoint's path.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    packed = out_dir / "checkpoint.pt"
+    atomic_save(compact_training_state(ckpt), packed)
+    for name in RUN_RECORDS:
+        if (run_dir / name).is_file() and (run_dir / name).resolve() != (out_dir / name).resolve():
+            shutil.copyfile(run_dir / name, out_dir / name)
+    return packed

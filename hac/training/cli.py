@@ -1,5 +1,6 @@
 """``python -m hac.train``: ``[run] --run-dir DIR --data DIR ...`` trains or resumes a run,
-``export CKPT --quality Q`` exports one. Example of a ComDefend run, started from the
+``export CKPT --quality Q`` exports one, ``pack RUN_DIR --out DIR`` copies a run compactly
+(to commit it and resume it on another machine). Example of a ComDefend run, started from the
 architecture's defaults::
 
     python -m hac.train --architecture comdefend --data ../shared/data/cifar10/train --run-dir RUN
@@ -17,7 +18,7 @@ from typing import Sequence
 import torch
 
 from .architectures import ARCHITECTURES
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, pack_run
 from .config import TrainConfig
 from .export import export
 from .loop import train
@@ -74,13 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--threads", type=int, default=None)
     exp.add_argument("--half", action="store_true",
                      help="store the transforms in float16 (half the file; entropy models stay float32)")
+    pack = sub.add_parser("pack", help="copy RUN_DIR's latest checkpoint (float16 weights, bfloat16 Adam moments) and "
+                                        "its records into OUT, a run folder that --resume continues")
+    pack.add_argument("run_dir")
+    pack.add_argument("--out", required=True, help="folder to write (checkpoint.pt, config.json, metrics.jsonl, train.log)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python -m hac.train [run] --run-dir DIR --data DIR ...`` or ``... export CKPT --quality Q``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("run", "export", "-h", "--help"):
+    if not argv or argv[0] not in ("run", "export", "pack", "-h", "--help"):
         argv = ["run", *argv]
     args = _parser().parse_args(argv)
     if not logging.getLogger().handlers:
@@ -93,6 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, FileNotFoundError) as error:
             logger.error("%s", error)
             return 2
+        return 0
+    if args.command == "pack":
+        try:
+            packed = pack_run(args.run_dir, args.out)
+        except (ValueError, FileNotFoundError) as error:
+            logger.error("%s", error)
+            return 2
+        logger.info("packed %s -> %s (%.1f MB)", args.run_dir, packed, packed.stat().st_size / 1e6)
         return 0
     given = {k: v for k, v in vars(args).items() if k not in ("command", "resume") and v is not None}
     try:

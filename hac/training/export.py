@@ -10,30 +10,13 @@ from pathlib import Path
 from torch import Tensor
 
 from .architectures import ARCHITECTURES, build_model, split_parameters
-from .checkpoint import check_state_dict, load_checkpoint
+from .checkpoint import check_state_dict, half_precision, load_checkpoint
 from .config import TrainConfig
 from .evaluation import evaluate_model, jpeg_psnr_at, jpeg_reference
 
-__all__ = ["export", "half_precision"]
+__all__ = ["export"]
 
 logger = logging.getLogger(__name__)
-
-ENTROPY_MODULES = ("entropy_bottleneck", "gaussian_conditional")
-"""Kept in float32 by :func:`half_precision`: the entropy models' quantiles and scale tables
-define the coding tables, so they are shipped exactly as trained."""
-
-
-def half_precision(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``state`` with the transforms' floating tensors in float16 (half the file), the entropy models untouched.
-
-    The model that loads it is float32 again; every number on the model card is
-    measured after this rounding, i.e. with the weights as shipped.
-    """
-    return {
-        key: value.half() if value.is_floating_point() and not key.startswith(ENTROPY_MODULES) else value
-        for key, value in state.items()
-    }
-
 
 def export(
     checkpoint: str | Path,
