@@ -209,7 +209,7 @@ def jpeg_rate_proxy(x: Tensor, quality: int, subsampling: int = 2) -> Tensor:
 def _reconstruction_function(codec: Codec) -> Callable[[Tensor], Tensor]:
     if callable(getattr(codec, "rd_surrogate", None)):
         return lambda x: codec.rd_surrogate(x)[0]
-    if codec.has_surrogate:
+    if codec.has_surrogate():
         return codec.surrogate
     raise ValueError(
         f"codec {codec.describe()!r} has no differentiable surrogate, so it cannot be attacked for distortion "

@@ -92,7 +92,7 @@ class StraightThroughPurifier(_ChainedPurifier):
     def __init__(self, purifier: Purifier) -> None:
         def step(codec: Codec, x: Tensor) -> Tensor:
             real = _real(codec, x)
-            if not codec.has_surrogate:
+            if not codec.has_surrogate():
                 return _BackwardAsIdentity.apply(x, real)
             return _with_surrogate_gradient(real, codec.surrogate(x))
 

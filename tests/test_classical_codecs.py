@@ -99,3 +99,17 @@ def test_jpeg_rate_distortion_on_kodak_matches_reference(shared_dir):
         quality = np.mean([psnr(r.x_hat, load_image(f)[None]).item() for r, f in zip(results, files)])
         assert bpp == pytest.approx(ref_bpp, abs=0.005)
         assert quality == pytest.approx(ref_psnr, abs=0.05)
+
+
+def test_the_registry_knows_each_codecs_class_without_building_it():
+    from hac.codecs.classical import JpegCodec, WebpCodec
+    from hac.codecs.registry import codec_class, register_codec
+
+    assert codec_class("jpeg") is JpegCodec and codec_class("jpeg").has_surrogate()
+    assert codec_class("webp") is WebpCodec and not codec_class("webp").has_surrogate()
+    assert codec_class("elic").__name__ == "ELICCodec"  # a factory function, no weights needed
+    with pytest.raises(ValueError, match="unknown codec 'nope'; valid choices: .*jpeg"):
+        codec_class("nope")
+    with pytest.raises(TypeError, match="builds="):
+        register_codec("never-registered")(lambda: None)
+    assert "never-registered" not in codec_names()

@@ -277,7 +277,7 @@ def test_tiles_round_trip():
 
 def test_surrogate_gives_the_forward_value_and_real_gradients(random_weights):
     codec = create_codec("comdefend", weights=str(random_weights))
-    assert codec.has_surrogate and not codec.stochastic
+    assert codec.has_surrogate() and not codec.stochastic
     x = _smooth_images(2, 40, 36, seed=2).requires_grad_(True)
     y = codec.surrogate(x)
     assert torch.allclose(y, codec(x.detach()).x_hat, atol=1e-6)

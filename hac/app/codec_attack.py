@@ -10,7 +10,6 @@ it, so that an attack can be told apart from mere noise.
 
 from __future__ import annotations
 
-import typing
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,8 +17,7 @@ import torch
 
 from ..codec_attacks import CodecAttackResult, CodecAttackSettings, check_objective, evaluate_codec_attack, measure
 from ..codecs import codec_names
-from ..codecs.base import Codec
-from ..codecs.registry import CODECS, load_all_codec_modules
+from ..codecs.registry import codec_class
 from ..images import load_image, perturbation_image, resize_and_center_crop, save_png
 from . import handlers
 from .cache import ModelCache
@@ -47,26 +45,9 @@ NOISE_SEED = 0
 """Seed of the random-sign baseline (the same noise for the same image and budget)."""
 
 
-def _codec_class(name: str) -> type | None:
-    """The class ``name``'s factory builds, or ``None`` where its signature does not say."""
-    factory = CODECS.get(name)
-    if isinstance(factory, type):
-        return factory
-    try:
-        return typing.get_type_hints(factory).get("return")
-    except (NameError, TypeError):
-        return None
-
-
 def attackable_codecs() -> list[str]:
     """Codecs with a differentiable stand-in, which gradient attacks can target (WebP has none)."""
-    load_all_codec_modules()
-    names = []
-    for name in codec_names():
-        cls = _codec_class(name)
-        if cls is None or not issubclass(cls, Codec) or cls.surrogate is not Codec.surrogate:
-            names.append(name)
-    return names
+    return [name for name in codec_names() if codec_class(name).has_surrogate()]
 
 
 def codec_attack_choices() -> list[tuple[str, str]]:

@@ -84,9 +84,10 @@ class Codec(nn.Module):
         """
         raise NotImplementedError(f"codec {self.describe()!r} has no differentiable surrogate; use the bpda threat model")
 
-    @property
-    def has_surrogate(self) -> bool:
-        return type(self).surrogate is not Codec.surrogate
+    @classmethod
+    def has_surrogate(cls) -> bool:
+        """Whether this codec class overrides :meth:`surrogate` (callable on the class or an instance)."""
+        return cls.surrogate is not Codec.surrogate
 
     def describe(self) -> str:
         """The spec string that recreates this codec, e.g. ``jpeg:q=25``."""

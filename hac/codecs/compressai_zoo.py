@@ -32,7 +32,7 @@ from torch import Tensor
 from .. import hub
 from ..hub import WeightSpec
 from .learned import MODES, CompressAICodec, check_mode
-from .registry import CODECS
+from .registry import add_codec
 
 __all__ = [
     "LearnedArchitecture",
@@ -269,5 +269,5 @@ def _codec_factory(architecture: LearnedArchitecture) -> Callable[..., Pretraine
 
 for _architecture in ARCHITECTURES.values():
     hub.register_weights(_architecture.specs.values())
-    CODECS.add(_architecture.name, _codec_factory(_architecture))
+    add_codec(_architecture.name, _codec_factory(_architecture), PretrainedCodec)
 del _architecture

@@ -239,7 +239,7 @@ class ELICCodec(Codec):
         return straight_through_clamp(x_hat[..., :height, :width])
 
 
-@register_codec("elic")
+@register_codec("elic", builds=ELICCodec)
 def create_elic(q: int | str = DEFAULT_QUALITY, mode: str = "fast", weights: str | Path | None = None) -> ELICCodec:
     """ELIC (He et al., CVPR 2022), re-implementation weights; see :mod:`hac.codecs.elic`.
 

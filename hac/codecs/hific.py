@@ -379,7 +379,7 @@ class HiFiCCodec(Codec):
         return straight_through_clamp(self._from_model(x_hat))
 
 
-@register_codec("hific")
+@register_codec("hific", builds=HiFiCCodec)
 def create_hific(q: str = DEFAULT_QUALITY, mode: str = "fast", weights: str | Path | None = None) -> HiFiCCodec:
     """HiFiC (Mentzer et al., NeurIPS 2020), PyTorch-port weights; see :mod:`hac.codecs.hific`.
 

@@ -11,18 +11,44 @@ from ..registry import Registry
 from ..specs import ComponentSpec, parse_spec
 from .base import Codec
 
-__all__ = ["CODECS", "register_codec", "create_codec", "codec_names", "load_all_codec_modules", "CODEC_MODULES"]
+__all__ = [
+    "CODECS", "register_codec", "add_codec", "codec_class", "create_codec", "codec_names", "load_all_codec_modules",
+    "CODEC_MODULES",
+]
 
 CODECS: Registry[Callable[..., Codec]] = Registry("codec")
+_CLASSES: dict[str, type[Codec]] = {}
 
 # Modules that register codecs when imported; imported on first use so that
 # `import hac` does no work.
 CODEC_MODULES = ("classical", "compressai_zoo", "comdefend", "elic", "hific")
 
 
-def register_codec(name: str) -> Callable:
-    """Class decorator: ``@register_codec("jpeg")``."""
-    return CODECS.register(name)
+def add_codec(name: str, factory: Callable[..., Codec], builds: type[Codec]) -> None:
+    """Register ``factory`` under ``name``; it returns instances of ``builds``."""
+    CODECS.add(name, factory)
+    _CLASSES[name] = builds
+
+
+def register_codec(name: str, builds: type[Codec] | None = None) -> Callable:
+    """Decorator registering a codec class (``@register_codec("jpeg")``) or a factory
+    function, which names the class it returns (``@register_codec("elic", builds=ELICCodec)``)."""
+
+    def add(factory: Callable[..., Codec]) -> Callable[..., Codec]:
+        cls = factory if isinstance(factory, type) else builds
+        if cls is None:
+            raise TypeError(f"register_codec({name!r}) on a function needs builds=<the Codec class it returns>")
+        add_codec(name, factory, cls)
+        return factory
+
+    return add
+
+
+def codec_class(name: str) -> type[Codec]:
+    """The class the codec ``name`` builds, known without building it (no weights are loaded)."""
+    load_all_codec_modules()
+    CODECS.get(name)  # unknown names fail with the list of valid ones
+    return _CLASSES[name]
 
 
 def load_all_codec_modules() -> None:
