@@ -76,3 +76,19 @@ def test_python_dash_m_entry_point(photo_dir):
     )
     assert done.returncode == 2
     assert "image file not found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_train_passes_everything_on_to_hac_train(tmp_path, capsys, caplog):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    assert "python -m hac.train" in capsys.readouterr().out
+    assert main(["train", "pack", str(tmp_path / "no-run"), "--out", str(tmp_path / "out")]) == 2
+    assert "checkpoint not found" in caplog.text
+
+
+def test_other_commands_still_refuse_unknown_options(photo_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["purify", "--image", str(photo_dir / "coffee.png"), "--codec", "jpeg:q=25", "--bogus"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from ..images import ImageError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS = ("weights", "purify", "attack", "convert", "rd", "eval", "codec-attack")
+COMMANDS = ("weights", "purify", "attack", "convert", "rd", "eval", "codec-attack", "train")
 
 USER_ERRORS = (ValueError, FileNotFoundError, MissingWeightsError, UnsafeWeightsError, ImageError)
 
@@ -35,7 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "train":  # hac.train parses its own options
+        args.arguments = [*unknown, *args.arguments]
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
