@@ -49,12 +49,11 @@ from hac.codec_attacks import (
     CodecAttackSettings,
     attack_codec,
     evaluate_codec_attack,
-    jpeg_quantization_tables,
-    jpeg_rate_proxy,
 )
 from hac.codecs import create_codec
 from hac.codecs.learned import CompressAICodec
 from hac.images import load_image
+from hac.jpeg_rate import jpeg_quantization_tables, jpeg_rate_proxy
 from hac.metrics import psnr
 from random_codecs import Gain, calibrated
 

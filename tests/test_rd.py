@@ -15,7 +15,8 @@ from PIL import Image
 from hac.cli import main
 from hac.codecs import create_codec
 from hac.images import load_image
-from hac.rd import DEFAULT_SWEEPS, RDPoint, bd_quality, bd_rate, compare_curves, evaluate_rd, plan_sweeps
+from hac.bjontegaard import bd_quality, bd_rate
+from hac.rd import DEFAULT_SWEEPS, RDPoint, compare_curves, evaluate_rd, plan_sweeps
 
 RATES = np.array([0.15, 0.3, 0.55, 0.9, 1.6])
 PSNRS = np.array([25.0, 28.2, 30.6, 32.5, 35.9])
