@@ -128,7 +128,9 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path) -> Path:
     generator = torch.Generator().manual_seed(config.seed)
     device = torch.device(config.device)
     arch = ARCHITECTURES.get(config.architecture)
-    model = build_model(config.architecture, config.N, config.M).to(device)
+    # Channels-last: oneDNN runs GDN's 1x1 convolutions ~40% faster that way; a whole step of mbt2018-mean
+    # (N=96, M=192, batch 8 x 128², 2 threads) went from ~0.42 to ~0.40 s on this CPU.
+    model = build_model(config.architecture, config.N, config.M).to(device, memory_format=torch.channels_last)
     main_params, aux_params = split_parameters(model)
     optimizer = torch.optim.Adam(main_params, lr=config.lr)
     # Only CompressAI's entropy bottleneck has quantiles to fit; ComDefend has no aux loss.
@@ -185,7 +187,7 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path) -> Path:
     skipped = 0
     with _StopFlag() as stop:
         while step < config.steps and stop.signal is None:
-            x = bank.sample(config.batch_size, generator).to(device, non_blocking=True)
+            x = bank.sample(config.batch_size, generator).to(device, non_blocking=True, memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
             if aux_optimizer is not None:
                 aux_optimizer.zero_grad(set_to_none=True)
