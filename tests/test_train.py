@@ -138,6 +138,18 @@ def test_packing_a_folder_without_a_checkpoint_names_it(tmp_path, caplog):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_time_limit_saves_and_stops_and_the_run_resumes(image_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    train(_config(image_dir, run_dir, steps=10_000, checkpoint_every=0), max_minutes=0.02)  # ~1 s of steps
+    stopped = load_checkpoint(run_dir / "checkpoint.pt")["step"]
+    assert 0 < stopped < 10_000
+    assert f"time limit reached; saving and stopping at step {stopped}" in (run_dir / "train.log").read_text()
+    assert main(["--run-dir", str(run_dir), "--resume", "--steps", str(stopped + 3), "--max-minutes", "5"]) == 0
+    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == stopped + 3
+    with pytest.raises(ValueError, match="max_minutes=0 must be positive"):
+        train(_config(image_dir, tmp_path / "other"), max_minutes=0)
+
+
 def test_lr_schedule_steps_down_near_the_end():
     config = TrainConfig(data="", run_dir="", steps=100, lr_decay_at=0.9, warmup_steps=10)
     assert lr_factor(0, config) == pytest.approx(0.1)

@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train a new run, or continue one with --resume (the default command)")
     run.add_argument("--run-dir", required=True, help="folder for checkpoints, train.log and metrics.jsonl")
     run.add_argument("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt (step count continues)")
+    run.add_argument("--max-minutes", type=float, default=None,
+                     help="save and stop after this much wall time (this invocation only; resume to go on)")
     defaults = TrainConfig(data="", run_dir="")
     options = {
         "--data": (str, "training image folder (recursive jpg/jpeg/png)"),
@@ -107,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         logger.info("packed %s -> %s (%.1f MB)", args.run_dir, packed, packed.stat().st_size / 1e6)
         return 0
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "resume") and v is not None}
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "max_minutes") and v is not None}
     try:
         if args.resume:
             saved = load_checkpoint(Path(args.run_dir) / "checkpoint.pt")["config"]
@@ -117,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError("--data is required for a new run")
             arch = ARCHITECTURES.get(given.get("architecture", TrainConfig.architecture))
             config = TrainConfig.from_dict({**arch.defaults, **given})
-        train(config, resume=args.resume)
+        train(config, resume=args.resume, max_minutes=args.max_minutes)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         logger.error("%s", error)
         return 2

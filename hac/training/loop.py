@@ -94,15 +94,19 @@ def _resolve_config(config: TrainConfig, resume: bool) -> tuple[TrainConfig, dic
     return config, ckpt
 
 
-def train(config: TrainConfig, resume: bool = False) -> Path:
+def train(config: TrainConfig, resume: bool = False, max_minutes: float | None = None) -> Path:
     """Train (or resume) a codec; returns the path of the latest checkpoint.
 
-    Stops after ``config.steps`` steps, or early on SIGTERM/SIGINT (after saving).
+    Stops after ``config.steps`` steps, or early (after saving) on SIGTERM/SIGINT or
+    once ``max_minutes`` of wall time have passed (a limit of this call, not of the run).
     On resume, the model, optimizers, scheduler, step and RNG state come from
     ``run_dir/checkpoint.pt``; ``config`` may change cadences, ``steps`` and the LR
     schedule (the LR is a pure function of step and config), not the model shape.
     """
     config.validate()
+    if max_minutes is not None and not max_minutes > 0:
+        raise ValueError(f"max_minutes={max_minutes} must be positive")
+    deadline = time.monotonic() + 60 * max_minutes if max_minutes is not None else math.inf
     config, ckpt = _resolve_config(config, resume)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +117,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if _package_logger.getEffectiveLevel() > logging.INFO:
         _package_logger.setLevel(logging.INFO)
     try:
-        return _train(config, ckpt, run_dir)
+        return _train(config, ckpt, run_dir, deadline)
     finally:
         _package_logger.removeHandler(handler)
         handler.close()
@@ -121,7 +125,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         torch.set_num_threads(previous_threads)
 
 
-def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path) -> Path:
+def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: float) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -186,7 +190,7 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path) -> Path:
     window_start = time.time()
     skipped = 0
     with _StopFlag() as stop:
-        while step < config.steps and stop.signal is None:
+        while step < config.steps and stop.signal is None and time.monotonic() < deadline:
             x = bank.sample(config.batch_size, generator).to(device, non_blocking=True, memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
             if aux_optimizer is not None:
@@ -232,9 +236,12 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path) -> Path:
                 eval_start = time.time()
                 evaluate()
                 window_start += time.time() - eval_start  # keep s/step about training only
+        timed_out = step < config.steps and stop.signal is None
         if stop.signal is not None:
             logger.info("received signal %d; saving and stopping at step %d", stop.signal, step)
-        save("signal" if stop.signal is not None else "end")
-    if stop.signal is None and config.eval_dir and not (config.eval_every and step % config.eval_every == 0):
+        elif timed_out:
+            logger.info("time limit reached; saving and stopping at step %d", step)
+        save("signal" if stop.signal is not None else "time limit" if timed_out else "end")
+    if stop.signal is None and not timed_out and config.eval_dir and not (config.eval_every and step % config.eval_every == 0):
         evaluate()
     return ckpt_path
