@@ -113,23 +113,28 @@ def test_a_packed_run_is_smaller_and_resumes_where_it_stopped(image_dir, tmp_pat
     (full_copy / "checkpoint.pt").write_bytes((run_dir / "checkpoint.pt").read_bytes())
     assert main(["pack", str(run_dir), "--out", str(packed_dir)]) == 0
     packed = packed_dir / "checkpoint.pt"
-    assert packed.stat().st_size < 0.6 * (run_dir / "checkpoint.pt").stat().st_size
+    assert packed.stat().st_size < 0.45 * (run_dir / "checkpoint.pt").stat().st_size
     assert [p.name for p in sorted(packed_dir.iterdir())] == ["checkpoint.pt", "config.json", "metrics.jsonl", "train.log"]
     ckpt = load_checkpoint(packed)
     assert ckpt["step"] == 10 and ckpt["model"]["g_a.0.weight"].dtype == torch.float16
     assert ckpt["model"]["entropy_bottleneck.quantiles"].dtype == torch.float32
     assert ckpt["optimizer"]["state"][0]["exp_avg_sq"].dtype == torch.bfloat16
+    assert "exp_avg" not in ckpt["optimizer"]["state"][0]
 
-    train(_config(image_dir, packed_dir, steps=14, N=32, M=32), resume=True)
-    train(_config(image_dir, full_copy, steps=14, N=32, M=32), resume=True)
+    # both resumed at a gentler lr, so that the comparison is not swamped by the tiny model's own noise
+    train(_config(image_dir, packed_dir, steps=20, N=32, M=32, lr=2e-4), resume=True)
+    train(_config(image_dir, full_copy, steps=20, N=32, M=32, lr=2e-4), resume=True)
     resumed = {d: load_checkpoint(d / "checkpoint.pt") for d in (packed_dir, full_copy)}
-    assert resumed[packed_dir]["step"] == 14
+    assert resumed[packed_dir]["step"] == 20
     assert resumed[packed_dir]["model"]["g_a.0.weight"].dtype == torch.float32  # float32 again once resumed
+    assert "exp_avg" in resumed[packed_dir]["optimizer"]["state"][0]
     packed_losses = [r["loss"] for r in _train_records(packed_dir) if r["step"] > 10]
     full_losses = [r["loss"] for r in _train_records(full_copy) if r["step"] > 10]
-    assert len(packed_losses) == len(full_losses) == 4
-    # same batches (the RNG state travels), weights rounded to float16: the losses agree closely, not exactly
-    assert packed_losses == pytest.approx(full_losses, rel=0.02)
+    assert len(packed_losses) == len(full_losses) == 10
+    # the first resumed step sees the same batch (the RNG state travels) through float16-rounded weights
+    assert packed_losses[0] == pytest.approx(full_losses[0], rel=5e-3)
+    # then Adam's restarted first moments make the runs drift apart a little (observed 5.7 % on this tiny model)
+    assert sum(packed_losses) == pytest.approx(sum(full_losses), rel=0.10)
 
 
 def test_packing_a_folder_without_a_checkpoint_names_it(tmp_path, caplog):

@@ -83,8 +83,10 @@ def restore_training_state(
     check_state_dict(model, ckpt["model"], source)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
+    _restart_dropped_first_moments(optimizer)
     if aux_optimizer is not None:
         aux_optimizer.load_state_dict(ckpt["aux_optimizer"])
+        _restart_dropped_first_moments(aux_optimizer)
     scheduler.load_state_dict(ckpt["scheduler"])
     torch.set_rng_state(ckpt["rng"]["torch"])
     generator.set_state(ckpt["rng"]["data"])
@@ -172,7 +174,7 @@ ENTROPY_MODULES = ("entropy_bottleneck", "gaussian_conditional")
 """Kept in float32 by :func:`half_precision`: the entropy models' quantiles and scale tables
 define the coding tables, so they are kept exactly as trained."""
 
-_ADAM_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+_SECOND_MOMENTS = ("exp_avg_sq", "max_exp_avg_sq")
 
 
 def half_precision(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -189,18 +191,20 @@ def half_precision(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 def compact_training_state(ckpt: Mapping) -> dict:
     """A checkpoint small enough to commit, from which a run resumes on another machine.
 
-    The model goes through :func:`half_precision`; the optimizers' Adam moments are stored in
-    bfloat16 (float32's range, so the small second moments do not underflow). Everything else
-    (step, config, scheduler, RNG) is unchanged. Resuming casts back: the model loads into float32
-    parameters and ``Optimizer.load_state_dict`` casts its state to the parameters' dtype. For
-    mbt2018-mean N=96/M=192 it is 32 MB instead of 65 MB.
+    The model goes through :func:`half_precision`. Of the Adam state, the second moments are kept
+    in bfloat16 (float32's range, so they do not underflow) and the first moments are dropped:
+    they average only the last ~10 gradients (beta1 = 0.9), and a resumed run starts them from
+    zero (:func:`restore_training_state`), which makes its first steps smaller, not larger.
+    Everything else (step, config, scheduler, RNG) is unchanged; resuming casts back to float32.
+    For mbt2018-mean N=96/M=192 it is 22 MB instead of 65 MB.
     """
 
     def compact_optimizer(state: Mapping | None) -> dict | None:
         if state is None:
             return None
         per_param = {
-            index: {key: value.bfloat16() if key in _ADAM_MOMENTS else value for key, value in entry.items()}
+            index: {key: value.bfloat16() if key in _SECOND_MOMENTS else value
+                    for key, value in entry.items() if key != "exp_avg"}
             for index, entry in state["state"].items()
         }
         return {**state, "state": per_param}
@@ -210,8 +214,17 @@ def compact_training_state(ckpt: Mapping) -> dict:
         "model": half_precision(ckpt["model"]),
         "optimizer": compact_optimizer(ckpt["optimizer"]),
         "aux_optimizer": compact_optimizer(ckpt["aux_optimizer"]),
-        "compact": "model transforms float16, entropy models float32, Adam moments bfloat16",
+        "compact": "model transforms float16, entropy models float32, Adam second moments bfloat16, first moments dropped",
     }
+
+
+def _restart_dropped_first_moments(optimizer: torch.optim.Optimizer) -> None:
+    """Zero Adam first moments where a :func:`compact_training_state` checkpoint left them out."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param)
+            if state and "exp_avg_sq" in state and "exp_avg" not in state:
+                state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
 
 RUN_RECORDS = ("config.json", "metrics.jsonl", "train.log")
