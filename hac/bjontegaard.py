@@ -46,12 +46,17 @@ def _mean_difference(xa, ya, xt, yt) -> tuple[float, tuple[float, float]]:
     return float((integrals[1] - integrals[0]) / (high - low)), (float(low), float(high))
 
 
-def bd_rate_and_range(anchor_rate, anchor_quality, test_rate, test_quality) -> tuple[float, tuple[float, float]]:
-    """:func:`bd_rate` and the quality range (low, high) it was averaged over."""
+def _log_rates(anchor_rate, test_rate, what: str) -> tuple[np.ndarray, np.ndarray]:
     for name, rates in (("anchor", anchor_rate), ("test", test_rate)):
         if np.any(np.asarray(rates, dtype=np.float64) <= 0):
-            raise ValueError(f"{name} rates must be positive for a BD-rate")
-    difference, shared = _mean_difference(anchor_quality, np.log(anchor_rate), test_quality, np.log(test_rate))
+            raise ValueError(f"{name} rates must be positive for a {what}")
+    return np.log(anchor_rate), np.log(test_rate)
+
+
+def bd_rate_and_range(anchor_rate, anchor_quality, test_rate, test_quality) -> tuple[float, tuple[float, float]]:
+    """:func:`bd_rate` and the quality range (low, high) it was averaged over."""
+    anchor_log, test_log = _log_rates(anchor_rate, test_rate, "BD-rate")
+    difference, shared = _mean_difference(anchor_quality, anchor_log, test_quality, test_log)
     return 100.0 * math.expm1(difference), shared
 
 
@@ -77,8 +82,6 @@ def bd_quality(anchor_rate: Sequence[float], anchor_quality: Sequence[float], te
     The quality is fitted as a polynomial of ``log(rate)`` and integrated over the
     shared log-rate range. A test curve ``d`` above the anchor everywhere gives ``d``.
     """
-    for name, rates in (("anchor", anchor_rate), ("test", test_rate)):
-        if np.any(np.asarray(rates, dtype=np.float64) <= 0):
-            raise ValueError(f"{name} rates must be positive for a BD-quality")
-    difference, _ = _mean_difference(np.log(anchor_rate), anchor_quality, np.log(test_rate), test_quality)
+    anchor_log, test_log = _log_rates(anchor_rate, test_rate, "BD-quality")
+    difference, _ = _mean_difference(anchor_log, anchor_quality, test_log, test_quality)
     return difference

@@ -49,7 +49,7 @@ from torch import nn
 
 from .attacks import ATTACKS, create_attack
 from .classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER
-from .codecs.registry import CODECS, load_all_codec_modules
+from .codecs.registry import CODECS, codec_factory, load_all_codec_modules
 from .data import LAYOUTS
 from .purify import MAX_ROUNDS
 from .specs import ComponentSpec, format_spec, parse_chain, parse_spec, parse_value
@@ -345,8 +345,7 @@ def _check_codec(spec: ComponentSpec, key: str) -> ComponentSpec:
     load_all_codec_modules()
     if spec.name not in CODECS:
         raise ConfigError(key, f"unknown codec {spec.name!r}; valid choices: {', '.join(CODECS.names())}")
-    factory = CODECS.get(spec.name)
-    accepted = [p.name for p in inspect.signature(factory).parameters.values()
+    accepted = [p.name for p in inspect.signature(codec_factory(spec.name)).parameters.values()
                 if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     unknown = sorted(set(spec.params) - set(accepted))
     if unknown:

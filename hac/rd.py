@@ -41,7 +41,7 @@ from torch import Tensor
 
 from .bjontegaard import bd_quality, bd_rate, bd_rate_and_range
 from .codecs import create_codec
-from .codecs.registry import CODECS, load_all_codec_modules
+from .codecs.registry import codec_factory, load_all_codec_modules
 from .hub import MissingWeightsError, UnsafeWeightsError, weights_available
 from .images import list_images, load_image
 from .metrics import ms_ssim, psnr
@@ -252,7 +252,7 @@ def plan_sweeps(texts: Sequence[str]) -> tuple[list[PlannedPoint], list[Skipped]
     skipped: list[Skipped] = []
     for text in texts:
         spec = parse_spec(text)
-        CODECS.get(spec.name)  # ValueError listing the codecs if unknown
+        codec_factory(spec.name)  # ValueError listing the codecs if unknown
         params = {key: value for key, value in spec.params.items() if key != SWEEP_PARAM}
         curve = format_spec(ComponentSpec(spec.name, params))
         architecture = _learned_architecture(spec.name)
@@ -290,7 +290,7 @@ def plan_sweeps(texts: Sequence[str]) -> tuple[list[PlannedPoint], list[Skipped]
 
 
 def _accepts(name: str, parameter: str) -> bool:
-    return parameter in inspect.signature(CODECS.get(name)).parameters
+    return parameter in inspect.signature(codec_factory(name)).parameters
 
 
 def _batches(images: list[Tensor], batch_size: int) -> list[list[int]]:

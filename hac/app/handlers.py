@@ -23,7 +23,7 @@ import torch
 from ..attacks import ATTACKS
 from ..classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER, classifier_names
 from ..codecs import codec_names
-from ..codecs.registry import CODECS, load_all_codec_modules
+from ..codecs.registry import codec_factory
 from ..hub import MissingWeightsError, UnsafeWeightsError, WeightSpec, resolve_weights, weights_available
 from ..images import ImageError, load_image, perturbation_image, save_png
 from ..pipeline import DefenceReport, attack_and_purify
@@ -116,13 +116,8 @@ def _codec_weights(codec: str) -> dict[int | None, WeightSpec]:
     return {}
 
 
-def _codec_factory(codec: str):
-    load_all_codec_modules()
-    return CODECS.get(codec)  # unknown name -> ValueError listing the valid ones
-
-
 def _has_quality(codec: str) -> bool:
-    return "q" in inspect.signature(_codec_factory(codec)).parameters
+    return "q" in inspect.signature(codec_factory(codec)).parameters
 
 
 def codec_quality_range(codec: str) -> tuple[int, int, int] | None:
@@ -250,7 +245,7 @@ def codec_spec(codec: str, quality: int) -> str:
     """
     if not codec:
         raise ValueError("choose a codec")
-    _codec_factory(codec)
+    codec_factory(codec)  # unknown name -> ValueError listing the valid ones
     if codec_quality_range(codec) is None:
         return codec
     quality = int_setting("quality", quality, 1, 100)

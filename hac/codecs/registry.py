@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..registry import Registry
@@ -12,12 +13,20 @@ from ..specs import ComponentSpec, parse_spec
 from .base import Codec
 
 __all__ = [
-    "CODECS", "register_codec", "add_codec", "codec_class", "create_codec", "codec_names", "load_all_codec_modules",
-    "CODEC_MODULES",
+    "CODECS", "CodecEntry", "register_codec", "add_codec", "codec_factory", "codec_class", "create_codec", "codec_names",
+    "load_all_codec_modules", "CODEC_MODULES",
 ]
 
-CODECS: Registry[Callable[..., Codec]] = Registry("codec")
-_CLASSES: dict[str, type[Codec]] = {}
+
+@dataclass(frozen=True)
+class CodecEntry:
+    """A registered codec: the factory that builds it and the :class:`Codec` class it returns."""
+
+    factory: Callable[..., Codec]
+    builds: type[Codec]
+
+
+CODECS: Registry[CodecEntry] = Registry("codec")
 
 # Modules that register codecs when imported; imported on first use so that
 # `import hac` does no work.
@@ -26,8 +35,7 @@ CODEC_MODULES = ("classical", "compressai_zoo", "comdefend", "elic", "hific")
 
 def add_codec(name: str, factory: Callable[..., Codec], builds: type[Codec]) -> None:
     """Register ``factory`` under ``name``; it returns instances of ``builds``."""
-    CODECS.add(name, factory)
-    _CLASSES[name] = builds
+    CODECS.add(name, CodecEntry(factory, builds))
 
 
 def register_codec(name: str, builds: type[Codec] | None = None) -> Callable:
@@ -44,11 +52,19 @@ def register_codec(name: str, builds: type[Codec] | None = None) -> Callable:
     return add
 
 
+def _entry(name: str) -> CodecEntry:
+    load_all_codec_modules()
+    return CODECS.get(name)  # unknown names fail with the list of valid ones
+
+
+def codec_factory(name: str) -> Callable[..., Codec]:
+    """The factory of the codec ``name`` (its signature lists the codec's parameters)."""
+    return _entry(name).factory
+
+
 def codec_class(name: str) -> type[Codec]:
     """The class the codec ``name`` builds, known without building it (no weights are loaded)."""
-    load_all_codec_modules()
-    CODECS.get(name)  # unknown names fail with the list of valid ones
-    return _CLASSES[name]
+    return _entry(name).builds
 
 
 def load_all_codec_modules() -> None:
@@ -81,11 +97,10 @@ def create_codec(spec: str | ComponentSpec, **params: Any) -> Codec:
         ValueError: unknown codec name or parameter, or an out-of-range value;
             the message lists the valid choices.
     """
-    load_all_codec_modules()
     if isinstance(spec, str):
         spec = parse_spec(spec)
     merged = {**spec.params, **params}
-    factory = CODECS.get(spec.name)
+    factory = codec_factory(spec.name)
     _check_params(spec.name, factory, merged)
     codec = factory(**merged)
     codec.codec_name = spec.name

@@ -7,7 +7,6 @@ import logging
 import os
 from pathlib import Path
 
-
 from .architectures import ARCHITECTURES, build_model, split_parameters
 from .checkpoint import check_state_dict, half_precision, load_checkpoint
 from .config import TrainConfig
