@@ -189,12 +189,14 @@ class RobustnessReport:
 
     def format_table(self) -> str:
         """A plain-text table of :meth:`rows`."""
-        header = f"{'version':<12} {'attack':<38} {'clean bpp':>9} {'PSNR':>6} {'adv bpp':>8} {'PSNR':>6} {'drop %':>7} {'bpp x':>6} {'RD cost clean/adv':>18}"
+        rows = self.rows()
+        width = max([len(row["version"]) for row in rows] + [12])
+        header = f"{'version':<{width}} {'attack':<38} {'clean bpp':>9} {'PSNR':>6} {'adv bpp':>8} {'PSNR':>6} {'drop %':>7} {'bpp x':>6} {'RD cost clean/adv':>18}"
         lines = [header]
-        for row in self.rows():
+        for row in rows:
             attack = f"{row['method']} {row['objective']} eps={row['eps_255']:g}/255"
             lines.append(
-                f"{row['version']:<12} {attack:<38} {row['clean_bpp']:9.4f} {row['clean_psnr']:6.2f} {row['adv_bpp']:8.4f} "
+                f"{row['version']:<{width}} {attack:<38} {row['clean_bpp']:9.4f} {row['clean_psnr']:6.2f} {row['adv_bpp']:8.4f} "
                 f"{row['adv_psnr']:6.2f} {row['psnr_drop_pct']:7.2f} {row['bpp_ratio']:6.3f} "
                 f"{row['clean_rd_cost']:8.4f}/{row['adv_rd_cost']:<9.4f}"
             )

@@ -313,6 +313,13 @@ def test_adversarial_fine_tuning_runs_and_resumes(tmp_path) -> None:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
     assert all(np.isfinite(r["loss"]) for r in records if r["kind"] == "train")
+    # exported under its own name, so the shipped hac-hyperprior-q3 is not overwritten; the card says how it was tuned
+    weights = tmp_path / "weights"
+    assert train_main(["export", str(run_dir / "checkpoint.pt"), "--quality", "3", "--out-dir", str(weights),
+                       "--name", "hac-hyperprior-adv-q3"]) == 0  # fmt: skip
+    assert sorted(p.name for p in weights.iterdir()) == ["hac-hyperprior-adv-q3.md", "hac-hyperprior-adv-q3.safetensors"]
+    assert "adversarial fine-tuning | PGD-1 at ε = 4/255 on the distortion,rate" in (weights / "hac-hyperprior-adv-q3.md").read_text()
+    assert train_main(["export", str(run_dir / "checkpoint.pt"), "--out-dir", str(weights), "--name", "../escape"]) == 2
 
 
 def test_adversarial_fine_tuning_refuses_bad_settings(tmp_path) -> None:
@@ -378,6 +385,39 @@ def test_cli_learned_codec_from_local_weights(tiny_folder, tmp_path, capsys) -> 
     assert "skipped" not in captured.err
 
 
+def test_cli_compares_codecs_with_their_rd_cost(tiny_folder, tmp_path, capsys) -> None:
+    from safetensors.torch import save_file
+
+    x = load_image(tiny_folder / "chelsea.png")[None, :, :64, :64]
+    specs = []
+    for seed in (0, 1):  # two versions of one codec, e.g. before and after adversarial fine-tuning
+        torch.manual_seed(seed)
+        model = calibrated(MeanScaleHyperprior(16, 16), x)
+        model.update(force=True)
+        weights = tmp_path / f"v{seed}.safetensors"
+        save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(weights))
+        specs.append(f"hac-hyperprior:q=3,weights={weights}")
+    out = tmp_path / "out"
+    code = main([
+        "codec-attack", "--data", str(tiny_folder), "--limit", "1", "--crop", "64", "--eps", "4/255",
+        "--objective", "distortion,rate", "--method", "fgsm", "--lmbda", "0.013", "--codecs", *specs, "--out", str(out),
+    ])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    record = json.loads((out / "codec_attack.json").read_text())
+    costs = {(row["version"], row["objective"]): row for row in record["rd_costs"]}
+    for row in record["rd_costs"]:
+        assert row["clean_rd_cost"] == pytest.approx(row["clean_bpp"] + 0.013 * 255**2 * 10 ** (-row["clean_psnr"] / 10), rel=0.02)
+    with open(out / "changes_vs_first.csv") as handle:
+        changes = list(csv.DictReader(handle))
+    assert [(c["codec"], c["versus"], c["objective"]) for c in changes] == [(specs[1], specs[0], "distortion"), (specs[1], specs[0], "rate")]
+    for change in changes:
+        old, new = costs[specs[0], change["objective"]], costs[specs[1], change["objective"]]
+        expected = 100 * (new["adv_rd_cost"] - old["adv_rd_cost"]) / old["adv_rd_cost"]
+        assert float(change["adv_rd_cost_change_pct"]) == pytest.approx(expected, rel=1e-6)
+        assert f"attacked R-D cost {expected:+.1f} %" in captured.out
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -385,6 +425,7 @@ def test_cli_learned_codec_from_local_weights(tiny_folder, tmp_path, capsys) -> 
         (["--eps", "four"], "eps 'four' is not a number"),
         (["--objective", "psnr"], "unknown codec-attack objective 'psnr'"),
         (["--crop", "0"], "--crop must be a positive size"),
+        (["--lmbda", "0"], "--lmbda must be positive"),
     ],
 )
 def test_cli_bad_settings_give_one_clear_line(tiny_folder, capsys, args, message) -> None:

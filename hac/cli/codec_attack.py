@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..codec_attacks import METHODS, OBJECTIVES, CodecAttackResult, CodecAttackSettings, check_objective, run_codec_attacks
+from ..adversarial_training import RobustnessReport
 from ..codecs import create_codec
 from ..hub import MissingWeightsError
 from ..images import list_images, load_image
@@ -52,6 +53,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--crop", type=int, help="centre-crop every image to CROP x CROP (keeps CPU cost down)")
     parser.add_argument("--seed", type=int, default=0, help="seed of random starts / noise")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--lmbda", type=float,
+                        help="rate-distortion lambda of the learned codecs (their card): adds the R-D cost bpp + lambda*255^2*MSE "
+                        "and, with several codecs, each one's change against the first (before/after adversarial fine-tuning)")
     parser.add_argument("--out", type=Path, help="folder for codec_attack.csv/.json and the plots")
     parser.set_defaults(run=run)
 
@@ -157,7 +161,28 @@ def _plot(results: list[CodecAttackResult], out: Path) -> list[Path]:
     return paths
 
 
+def _compare(results: list[CodecAttackResult], lmbda: float) -> tuple[list[dict], list[dict]]:
+    """Print and return the R-D costs per row, and every codec's change against the first one."""
+    by_codec: dict[str, list[CodecAttackResult]] = {}
+    for result in results:
+        by_codec.setdefault(result.codec, []).append(result)
+    report = RobustnessReport(by_codec, lmbda)
+    print(f"\nrate-distortion cost bpp + {lmbda:g}*255^2*MSE, clean and attacked:")
+    print(report.format_table())
+    first, *others = by_codec
+    changes = [{"codec": other, "versus": first, **change} for other in others for change in report.changes(first, other)]
+    for change in changes:
+        print(
+            f"{change['codec']} vs {first}, {change['method']} {change['objective']} eps={change['eps_255']:g}/255: "
+            f"attacked R-D cost {change['adv_rd_cost_change_pct']:+.1f} %, clean R-D cost {change['clean_rd_cost_change_pct']:+.1f} %, "
+            f"clean bpp {change['clean_bpp_change_pct']:+.1f} %, clean PSNR {change['clean_psnr_change_db']:+.2f} dB"
+        )
+    return report.rows(), changes
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.lmbda is not None and args.lmbda <= 0:
+        raise ValueError(f"--lmbda must be positive, got {args.lmbda}")
     settings = _settings(args)  # validate before any heavy work
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -187,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
                                      progress=lambda result: _print_row(result, width))
     if not results:
         print("no codec could be attacked (see the reasons above)", file=sys.stderr)
+    comparison = _compare(results, args.lmbda) if args.lmbda is not None and results else None
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         with open(args.out / "codec_attack.csv", "w", newline="") as handle:
@@ -205,8 +231,14 @@ def run(args: argparse.Namespace) -> int:
                 "reconstructions rounded to 8 bits",
                 "skipped": skipped,
                 "results": [result.to_dict() for result in results],
+                **({"lmbda": args.lmbda, "rd_costs": comparison[0], "changes_vs_first": comparison[1]} if comparison else {}),
             },
         )
+        if comparison and comparison[1]:
+            with open(args.out / "changes_vs_first.csv", "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(comparison[1][0]))
+                writer.writeheader()
+                writer.writerows(comparison[1])
         plots = _plot(results, args.out) if results else []
         print(f"wrote {args.out}/codec_attack.csv, codec_attack.json" + "".join(f", {p.name}" for p in plots))
     return 0

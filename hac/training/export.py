@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import re
 from pathlib import Path
 
 from .architectures import ARCHITECTURES, build_model, split_parameters
@@ -23,13 +24,15 @@ def export(
     eval_dir: str | Path | None = None,
     eval_images: int | None = None,
     half: bool = False,
+    name: str | None = None,
 ) -> Path:
     """Write the exported weights and their model card into ``out_dir``.
 
     The file is named by the architecture's ``export_stem``:
     ``hac-hyperprior-q{quality}.safetensors`` for the CompressAI models (``quality``
     defaults to the run's ``--quality``), ``hac-comdefend-cifar10.safetensors`` for
-    ComDefend. ``half`` stores the transforms in float16 (:func:`half_precision`). The state dict is saved after ``model.update(force=True)`` (CDF tables
+    ComDefend; ``name`` replaces that stem (e.g. ``hac-hyperprior-adv-q3`` for an
+    adversarially fine-tuned variant, loaded with the codec's ``weights=PATH``). ``half`` stores the transforms in float16 (:func:`half_precision`). The state dict is saved after ``model.update(force=True)`` (CDF tables
     included) with metadata ``architecture``, ``N``, ``M``, ``lambda``, ``steps``. With
     ``eval_dir`` the card reports the real bpp/PSNR there and JPEG at the same rate.
 
@@ -52,7 +55,9 @@ def export(
     quality = quality if quality is not None else config.quality
     if quality is None and "{quality}" in arch.export_stem:
         raise ValueError(f"{checkpoint} was trained without --quality; pass the rate point to export (--quality Q)")
-    stem = arch.export_stem.format(quality=quality)
+    stem = name or arch.export_stem.format(quality=quality)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", stem):
+        raise ValueError(f"export name {stem!r} must be a plain file stem (letters, digits, '.', '_', '-')")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metadata = {"architecture": arch.name, "N": str(config.N), "M": str(config.M),
@@ -88,6 +93,9 @@ def export(
         f"| crop / batch | {config.crop}px random crops + h-flips / {config.batch_size} |",
         f"| optimiser | Adam lr {config.lr:g} ({config.lr_schedule} schedule, warm-up {config.warmup_steps}){aux_text}, grad clip {config.clip_max_norm:g} |",
         f"| initialised from | {config.init_from or 'scratch'} |",
+        *([f"| adversarial fine-tuning | PGD-{config.adv_steps} at ε = {config.adv_eps * 255:g}/255 on the "
+           f"{config.adv_objective} objective(s), {config.adv_fraction:g} of each batch (`hac.adversarial_training`) |"]
+          if config.adversarial else []),
         f"| file | `{weights_path.name}`, {weights_path.stat().st_size / 1e6:.1f} MB{' (transforms in float16)' if half else ''} |",
         f"| exported | {_dt.date.today().isoformat()} |",
         "",
