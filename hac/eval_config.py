@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import itertools
 import json
 from dataclasses import dataclass, field, replace
@@ -49,7 +48,7 @@ from torch import nn
 
 from .attacks import ATTACKS, create_attack
 from .classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER
-from .codecs.registry import CODECS, codec_factory, load_all_codec_modules
+from .codecs.registry import check_codec_params
 from .data import LAYOUTS
 from .purify import MAX_ROUNDS
 from .specs import ComponentSpec, format_spec, parse_chain, parse_spec, parse_value
@@ -342,14 +341,10 @@ def _parse_classifiers(value: Any, key: str) -> tuple[str, ...]:
 
 
 def _check_codec(spec: ComponentSpec, key: str) -> ComponentSpec:
-    load_all_codec_modules()
-    if spec.name not in CODECS:
-        raise ConfigError(key, f"unknown codec {spec.name!r}; valid choices: {', '.join(CODECS.names())}")
-    accepted = [p.name for p in inspect.signature(codec_factory(spec.name)).parameters.values()
-                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    unknown = sorted(set(spec.params) - set(accepted))
-    if unknown:
-        raise ConfigError(key, f"codec {spec.name!r} has no parameter(s) {', '.join(unknown)}; valid: {', '.join(accepted) or 'none'}")
+    try:
+        check_codec_params(spec.name, spec.params)
+    except ValueError as error:
+        raise ConfigError(key, str(error)) from None
     return spec
 
 

@@ -6,14 +6,14 @@ import importlib
 import inspect
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ..registry import Registry
 from ..specs import ComponentSpec, parse_spec
 from .base import Codec
 
 __all__ = [
-    "CODECS", "CodecEntry", "register_codec", "add_codec", "codec_factory", "codec_class", "create_codec", "codec_names",
+    "CODECS", "CodecEntry", "register_codec", "add_codec", "codec_factory", "codec_class", "check_codec_params", "create_codec", "codec_names",
     "load_all_codec_modules", "CODEC_MODULES",
 ]
 
@@ -80,8 +80,13 @@ def codec_names() -> list[str]:
     return CODECS.names()
 
 
-def _check_params(name: str, factory: Callable, params: dict[str, Any]) -> None:
-    signature = inspect.signature(factory)
+def check_codec_params(name: str, params: Mapping[str, Any]) -> None:
+    """Check that ``params`` are parameters of the codec ``name`` (nothing is built).
+
+    Raises:
+        ValueError: unknown codec name or parameter; the message lists the valid ones.
+    """
+    signature = inspect.signature(codec_factory(name))
     accepted = [p.name for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
@@ -100,8 +105,7 @@ def create_codec(spec: str | ComponentSpec, **params: Any) -> Codec:
     if isinstance(spec, str):
         spec = parse_spec(spec)
     merged = {**spec.params, **params}
-    factory = codec_factory(spec.name)
-    _check_params(spec.name, factory, merged)
-    codec = factory(**merged)
+    check_codec_params(spec.name, merged)
+    codec = codec_factory(spec.name)(**merged)
     codec.codec_name = spec.name
     return codec
