@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 from ..codec_attacks import METHODS, OBJECTIVES, CodecAttackResult, CodecAttackSettings, check_objective, run_codec_attacks
-from ..adversarial_training import RobustnessReport
 from ..codecs import create_codec
 from ..hub import MissingWeightsError
 from ..images import list_images, load_image
@@ -163,6 +162,8 @@ def _plot(results: list[CodecAttackResult], out: Path) -> list[Path]:
 
 def _compare(results: list[CodecAttackResult], lmbda: float) -> tuple[list[dict], list[dict]]:
     """Print and return the R-D costs per row, and every codec's change against the first one."""
+    from ..adversarial_training import RobustnessReport  # imports compressai: only when asked for
+
     by_codec: dict[str, list[CodecAttackResult]] = {}
     for result in results:
         by_codec.setdefault(result.codec, []).append(result)
