@@ -264,8 +264,13 @@ class EvalConfig:
         }
 
 
-def config_hash(config: EvalConfig, image_ids: Sequence[str]) -> str:
-    """What determines the numbers: cells, seeds, batch size, image ids and labelling (not the folder path or name)."""
+def config_hash(config: EvalConfig, image_ids: Sequence[str], weights: Mapping[str, str] | None = None) -> str:
+    """What determines the numbers: cells, seeds, batch size, image ids and labelling (not the folder path or name).
+
+    ``weights`` maps codec chains to the fingerprints of their weights
+    (:meth:`hac.codecs.Codec.weights_fingerprint`): the same spec with retrained weights is another
+    configuration. Configs without learned codecs hash as they did before fingerprints existed.
+    """
     data = {k: v for k, v in vars(config.data).items() if k not in ("path", "cache_dir", "limit", "ids_file")}
     payload = {
         "cells": sorted(cell.key for cell in config.cells()),
@@ -276,6 +281,8 @@ def config_hash(config: EvalConfig, image_ids: Sequence[str]) -> str:
         "data": data,
         "ids": list(image_ids),
     }
+    if weights:
+        payload["weights"] = dict(weights)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

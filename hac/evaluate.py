@@ -106,18 +106,61 @@ class _Scores:
     reused: int
 
 
+@dataclass
+class BuiltCodecs:
+    """The codec chains of a config, built once per run.
+
+    Attributes:
+        chains: canonical chain -> its codecs (on the device, eval mode).
+        unavailable: chain -> why it could not be built (missing weights); its cells are skipped.
+    """
+
+    chains: dict[str, list[Codec]]
+    unavailable: dict[str, str]
+
+    def fingerprints(self) -> dict[str, str]:
+        """chain -> the fingerprints of its codecs' weights, for the chains that have any."""
+        prints = {}
+        for chain, codecs in self.chains.items():
+            parts = [codec.weights_fingerprint() for codec in codecs]
+            if any(parts):
+                prints[chain] = "+".join(part or "-" for part in parts)
+        return prints
+
+
+def build_codecs(config: EvalConfig, cells: Sequence[Cell], device: str | torch.device) -> BuiltCodecs:
+    """Build every codec chain of ``cells``; a chain whose weights are missing is recorded, not raised.
+
+    Raises:
+        ConfigError: a codec refuses its parameters (the message names the config key).
+    """
+    choices = config.codec_choices()
+    built = BuiltCodecs({}, {})
+    for chain in dict.fromkeys(c.codec for c in cells if not c.is_baseline):
+        try:
+            built.chains[chain] = [codec.to(device).eval() for codec in build_chain(chain)]
+        except MissingWeightsError as error:
+            reason = f"codec {chain} unavailable: {str(error).splitlines()[0]}"
+            logger.warning("skipping the cells of %s", reason)
+            built.unavailable[chain] = reason
+        except ValueError as error:
+            raise ConfigError(choices[chain].key if chain in choices else "codecs", str(error)) from None
+    return built
+
+
 class _Run:
     """One invocation of :func:`evaluate`: works through the pending (cell, batch) units."""
 
     def __init__(self, config: EvalConfig, cells: list[Cell], dataset: Dataset, batches: list[list[str]],
                  store: ResultStore, device: str | torch.device, models: Mapping[str, nn.Module],
-                 progress: ProgressFn | None) -> None:
+                 progress: ProgressFn | None, codecs: "BuiltCodecs") -> None:
         self.config, self.dataset, self.batches, self.store = config, dataset, batches, store
         self.device, self.models, self.progress = device, models, progress
         self.cells = [c for c in cells]
         self.pending = {c.id: [b for b in range(len(batches)) if not store.is_done(c.id, b)] for c in cells}
         self.skipped_cells: dict[str, str] = {}
-        self.codecs: dict[str, list[Codec]] = {}
+        self.codecs = codecs.chains
+        self.unavailable = codecs.unavailable
         self.done = self.computed = 0
         # shared work (seconds, codec passes, reused fixed-point predictions), booked on the next commit
         self.carry, self.carry_passes, self.carry_fixed = 0.0, 0, 0
@@ -131,18 +174,6 @@ class _Run:
         for cell in cells:
             self.skipped_cells[cell.id] = reason
             self.pending[cell.id] = []
-
-    def _build_codecs(self) -> None:
-        choices = self.config.codec_choices()
-        for chain in dict.fromkeys(c.codec for c in self.cells if not c.is_baseline and self.pending[c.id]):
-            try:
-                self.codecs[chain] = [codec.to(self.device).eval() for codec in build_chain(chain)]
-            except MissingWeightsError as error:
-                reason = f"codec {chain} unavailable: {str(error).splitlines()[0]}"
-                logger.warning("skipping the cells of %s", reason)
-                self._skip([c for c in self.cells if c.codec == chain], reason)
-            except ValueError as error:
-                raise ConfigError(choices[chain].key if chain in choices else "codecs", str(error)) from None
 
     @property
     def total(self) -> int:
@@ -178,7 +209,8 @@ class _Run:
     # ------------------------------------------------------------ the loop
 
     def run(self) -> None:
-        self._build_codecs()
+        for chain, reason in self.unavailable.items():
+            self._skip([c for c in self.cells if c.codec == chain], reason)
         self.total_units = self.total
         if self.progress is not None:
             self.progress(0, self.total_units, f"{self.total_units} units to compute ({len(self.batches)} batches)")
@@ -357,11 +389,14 @@ def evaluate(
     cells = config.cells()
     dataset, ids = select_images(config)
     batches = [ids[i : i + config.batch_size] for i in range(0, len(ids), config.batch_size)]
-    digest = config_hash(config, ids)
+    codecs = build_codecs(config, cells, device)
+    fingerprints = codecs.fingerprints()
+    digest = config_hash(config, ids, fingerprints)
     path = None if out_dir is None else Path(out_dir) / STORE_FILENAME
-    header = {"config": config.to_dict(), "cells": {cell.id: cell.key for cell in cells}, "image_ids": ids}
+    header = {"config": config.to_dict(), "cells": {cell.id: cell.key for cell in cells}, "image_ids": ids,
+              "codec_weights": fingerprints}
     with ResultStore(path, digest, header) as store:
-        run = _Run(config, cells, dataset, batches, store, device, dict(models or {}), progress)
+        run = _Run(config, cells, dataset, batches, store, device, dict(models or {}), progress, codecs)
         reused = sum(len(batches) - len(p) for p in run.pending.values())
         logger.info("%s: %d cells x %d batches (%d images); %d units already in the store",
                     config.name, len(cells), len(batches), len(ids), reused)
@@ -372,5 +407,5 @@ def evaluate(
             run={"wall_seconds": round(time.perf_counter() - started, 3), "units_computed": run.computed,
                  "units_reused_from_store": reused, "store_repaired_bytes": store.repaired_bytes,
                  "batches": len(batches), "images_per_batch": config.batch_size, "torch_threads": torch.get_num_threads(),
-                 "this_run_attack_calls": run.calls["attack_calls"]},
+                 "this_run_attack_calls": run.calls["attack_calls"], "codec_weights": fingerprints},
         )

@@ -12,6 +12,7 @@ reconstruction, used by the straight-through threat model.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -88,6 +89,22 @@ class Codec(nn.Module):
     def has_surrogate(cls) -> bool:
         """Whether this codec class overrides :meth:`surrogate` (callable on the class or an instance)."""
         return cls.surrogate is not Codec.surrogate
+
+    def weights_fingerprint(self) -> str | None:
+        """sha256 (16 hex digits) of the codec's tensors (weights and buffers), ``None`` if it has none.
+
+        Two codecs with the same spec but different weight files have different fingerprints,
+        so a results store can tell that its cells came from other weights.
+        """
+        state = self.state_dict()
+        if not state:
+            return None
+        digest = hashlib.sha256()
+        for key, tensor in sorted(state.items()):
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def describe(self) -> str:
         """The spec string that recreates this codec, e.g. ``jpeg:q=25``."""
