@@ -264,12 +264,11 @@ class EvalConfig:
         }
 
 
-def config_hash(config: EvalConfig, image_ids: Sequence[str], weights: Mapping[str, str] | None = None) -> str:
+def config_hash(config: EvalConfig, image_ids: Sequence[str]) -> str:
     """What determines the numbers: cells, seeds, batch size, image ids and labelling (not the folder path or name).
 
-    ``weights`` maps codec chains to the fingerprints of their weights
-    (:meth:`hac.codecs.Codec.weights_fingerprint`): the same spec with retrained weights is another
-    configuration. Configs without learned codecs hash as they did before fingerprints existed.
+    The codecs' weights are checked per cell instead (a commit records its codec's weights fingerprint),
+    so cells skipped for missing weights can still be filled in later.
     """
     data = {k: v for k, v in vars(config.data).items() if k not in ("path", "cache_dir", "limit", "ids_file")}
     payload = {
@@ -281,8 +280,6 @@ def config_hash(config: EvalConfig, image_ids: Sequence[str], weights: Mapping[s
         "data": data,
         "ids": list(image_ids),
     }
-    if weights:
-        payload["weights"] = dict(weights)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

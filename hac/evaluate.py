@@ -48,7 +48,7 @@ from .hub import MissingWeightsError
 from .metrics import l2, linf, ms_ssim, psnr
 from .plots import make_plots
 from .purify import Purifier, build_chain
-from .results_store import STORE_FILENAME, ResultStore
+from .results_store import STORE_FILENAME, ResultStore, StoreError
 from .threats import attacked_model
 
 __all__ = ["evaluate", "Results", "EvalConfig", "load_config", "PRESETS", "make_plots", "ProgressFn", "select_images"]
@@ -128,6 +128,26 @@ class BuiltCodecs:
         return prints
 
 
+def check_codec_weights(store: ResultStore, cells: Sequence[Cell], fingerprints: Mapping[str, str]) -> None:
+    """Refuse a store whose cells of a learned codec were computed with other weights than today's.
+
+    Raises:
+        StoreError: a committed unit's weights fingerprint differs from (or, from before fingerprints
+            were recorded, lacks) the current one of its codec chain.
+    """
+    chains = {cell.id: cell.codec for cell in cells}
+    for (cell_id, _), commit in store.commits.items():
+        chain = chains.get(cell_id)
+        current = fingerprints.get(chain)
+        if current is not None and commit.get("weights") != current:
+            recorded = commit.get("weights") or "not recorded"
+            raise StoreError(
+                f"{store.path.parent if store.path else 'the store'} holds results of {chain} computed with other "
+                f"weights (fingerprint {recorded}, today's file {current}); use a new out dir, or delete that "
+                "one to start over"
+            )
+
+
 def build_codecs(config: EvalConfig, cells: Sequence[Cell], device: str | torch.device) -> BuiltCodecs:
     """Build every codec chain of ``cells``; a chain whose weights are missing is recorded, not raised.
 
@@ -161,6 +181,7 @@ class _Run:
         self.skipped_cells: dict[str, str] = {}
         self.codecs = codecs.chains
         self.unavailable = codecs.unavailable
+        self.fingerprints = codecs.fingerprints()
         self.done = self.computed = 0
         # shared work (seconds, codec passes, reused fixed-point predictions), booked on the next commit
         self.carry, self.carry_passes, self.carry_fixed = 0.0, 0, 0
@@ -191,6 +212,8 @@ class _Run:
         self.calls["codec_passes"] += codec_passes
         commit = {"c": cell.id, "b": batch, "n": len(rows), **seeds, "seconds": round(seconds, 4), "cpu_seconds": round(cpu, 4),
                   "attack_calls": attack_calls, "codec_passes": codec_passes, "fixed_points": fixed_points}
+        if cell.codec in self.fingerprints:
+            commit["weights"] = self.fingerprints[cell.codec]
         if warning:
             commit["warning"] = warning
         self.store.commit([{"c": cell.id, "b": batch, **row} for row in rows], commit)
@@ -391,11 +414,11 @@ def evaluate(
     batches = [ids[i : i + config.batch_size] for i in range(0, len(ids), config.batch_size)]
     codecs = build_codecs(config, cells, device)
     fingerprints = codecs.fingerprints()
-    digest = config_hash(config, ids, fingerprints)
+    digest = config_hash(config, ids)
     path = None if out_dir is None else Path(out_dir) / STORE_FILENAME
-    header = {"config": config.to_dict(), "cells": {cell.id: cell.key for cell in cells}, "image_ids": ids,
-              "codec_weights": fingerprints}
+    header = {"config": config.to_dict(), "cells": {cell.id: cell.key for cell in cells}, "image_ids": ids}
     with ResultStore(path, digest, header) as store:
+        check_codec_weights(store, cells, fingerprints)
         run = _Run(config, cells, dataset, batches, store, device, dict(models or {}), progress, codecs)
         reused = sum(len(batches) - len(p) for p in run.pending.values())
         logger.info("%s: %d cells x %d batches (%d images); %d units already in the store",

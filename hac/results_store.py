@@ -167,8 +167,8 @@ class ResultStore:
         if record.get("config_hash") != self.config_hash:
             raise StoreError(
                 f"{self.path.parent} already holds results of another configuration (config hash "
-                f"{record.get('config_hash')}, this one {self.config_hash}: the grid, seeds, batch size, image ids "
-                "or the weights of a learned codec differ); use a new out dir, or delete that one to start over"
+                f"{record.get('config_hash')}, this one {self.config_hash}: the grid, seeds, batch size or image ids "
+                "differ); use a new out dir, or delete that one to start over"
             )
 
     def _accept(self, rows: list[dict], commit: dict) -> None:

@@ -250,24 +250,29 @@ def test_another_config_in_the_same_out_dir_is_refused(folder, reference):
         evaluate(other, out, data=folder, models={})
 
 
-def test_retrained_codec_weights_are_another_configuration(folder, models, tmp_path):
-    """The same codec spec over a changed weights file must not return the old file's cells."""
+def test_codec_weights_filled_in_later_then_retrained(folder, models, monkeypatch, tmp_path):
+    """Cells skipped for missing weights are computed once the file exists; a changed file is refused."""
     from safetensors.torch import save_file
 
     from hac.codecs.compressai_zoo import random_model
 
-    weights = tmp_path / "codec.safetensors"
-    save_file(random_model("hac-hyperprior", 1).state_dict(), str(weights))
-    config = {"name": "retrained", "data": {"limit": 1}, "attacks": ["fgsm:eps=4/255"],
-              "codecs": [f"hac-hyperprior:q=1,weights={weights}"]}
-    first = evaluate(config, tmp_path / "run", data=folder, models=models)
-    (fingerprint,) = first.run["codec_weights"].values()
+    weights = tmp_path / "weights"
+    monkeypatch.setenv("HAC_WEIGHTS_DIR", str(weights))
+    config = {"name": "filled-in", "data": {"limit": 1}, "attacks": ["fgsm:eps=4/255"], "codecs": ["hac-hyperprior:q=1"]}
+    skipped = evaluate(config, tmp_path / "run", data=folder, models=models)
+    assert skipped.summary_rows()[-1]["status"].startswith("skipped: codec hac-hyperprior:q=1 unavailable")
+
+    weights.mkdir()
+    save_file(random_model("hac-hyperprior", 1).state_dict(), str(weights / "hac-hyperprior-q1.safetensors"))
+    filled = evaluate(config, tmp_path / "run", data=folder, models=models)
+    assert filled.run["units_computed"] == 1 and filled.summary_rows()[-1]["status"] == "done"
+    (fingerprint,) = filled.run["codec_weights"].values()
     again = evaluate(config, tmp_path / "run", data=folder, models=models)
-    assert again.run["units_computed"] == 0 and again.run["codec_weights"] == first.run["codec_weights"]
+    assert again.run["units_computed"] == 0 and again.run["codec_weights"] == filled.run["codec_weights"]
 
     torch.manual_seed(1)
-    save_file(random_model("hac-hyperprior", 1).state_dict(), str(weights))
-    with pytest.raises(StoreError, match="weights of a learned codec"):
+    save_file(random_model("hac-hyperprior", 1).state_dict(), str(weights / "hac-hyperprior-q1.safetensors"))
+    with pytest.raises(StoreError, match=f"hac-hyperprior:q=1 computed with other weights \\(fingerprint {fingerprint}"):
         evaluate(config, tmp_path / "run", data=folder, models=models)
     retrained = evaluate(config, tmp_path / "fresh", data=folder, models=models)
     assert list(retrained.run["codec_weights"].values()) != [fingerprint]
