@@ -313,12 +313,12 @@ def test_adversarial_fine_tuning_runs_and_resumes(tmp_path) -> None:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
     assert all(np.isfinite(r["loss"]) for r in records if r["kind"] == "train")
-    # exported under its own name, so the shipped hac-hyperprior-q3 is not overwritten; the card says how it was tuned
+    # exported under its own name, so the shipped hac-hyperprior-q2 is not overwritten; the card says how it was tuned
     weights = tmp_path / "weights"
-    assert train_main(["export", str(run_dir / "checkpoint.pt"), "--quality", "3", "--out-dir", str(weights),
-                       "--name", "hac-hyperprior-adv-q3"]) == 0  # fmt: skip
-    assert sorted(p.name for p in weights.iterdir()) == ["hac-hyperprior-adv-q3.md", "hac-hyperprior-adv-q3.safetensors"]
-    assert "adversarial fine-tuning | PGD-1 at ε = 4/255 on the distortion,rate" in (weights / "hac-hyperprior-adv-q3.md").read_text()
+    assert train_main(["export", str(run_dir / "checkpoint.pt"), "--quality", "2", "--out-dir", str(weights),
+                       "--name", "hac-hyperprior-adv-q2"]) == 0  # fmt: skip
+    assert sorted(p.name for p in weights.iterdir()) == ["hac-hyperprior-adv-q2.md", "hac-hyperprior-adv-q2.safetensors"]
+    assert "adversarial fine-tuning | PGD-1 at ε = 4/255 on the distortion,rate" in (weights / "hac-hyperprior-adv-q2.md").read_text()
     assert train_main(["export", str(run_dir / "checkpoint.pt"), "--out-dir", str(weights), "--name", "../escape"]) == 2
 
 

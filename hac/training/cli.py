@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--threads", type=int, default=None)
     exp.add_argument("--half", action="store_true",
                      help="store the transforms in float16 (half the file; entropy models stay float32)")
-    exp.add_argument("--name", help="file stem instead of the architecture's (e.g. hac-hyperprior-adv-q3)")
+    exp.add_argument("--name", help="file stem instead of the architecture's (e.g. hac-hyperprior-adv-q2)")
     pack = sub.add_parser("pack", help="copy RUN_DIR's latest checkpoint (float16 weights, bfloat16 Adam second moments) and "
                                         "its records into OUT, a run folder that --resume continues")
     pack.add_argument("run_dir")

@@ -31,7 +31,7 @@ def export(
     The file is named by the architecture's ``export_stem``:
     ``hac-hyperprior-q{quality}.safetensors`` for the CompressAI models (``quality``
     defaults to the run's ``--quality``), ``hac-comdefend-cifar10.safetensors`` for
-    ComDefend; ``name`` replaces that stem (e.g. ``hac-hyperprior-adv-q3`` for an
+    ComDefend; ``name`` replaces that stem (e.g. ``hac-hyperprior-adv-q2`` for an
     adversarially fine-tuned variant, loaded with the codec's ``weights=PATH``). ``half`` stores the transforms in float16 (:func:`half_precision`). The state dict is saved after ``model.update(force=True)`` (CDF tables
     included) with metadata ``architecture``, ``N``, ``M``, ``lambda``, ``steps``. With
     ``eval_dir`` the card reports the real bpp/PSNR there and JPEG at the same rate.
