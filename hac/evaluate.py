@@ -31,6 +31,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -118,6 +119,7 @@ class BuiltCodecs:
     chains: dict[str, list[Codec]]
     unavailable: dict[str, str]
 
+    @cached_property
     def fingerprints(self) -> dict[str, str]:
         """chain -> the fingerprints of its codecs' weights, for the chains that have any."""
         prints = {}
@@ -173,7 +175,7 @@ class _Run:
 
     def __init__(self, config: EvalConfig, cells: list[Cell], dataset: Dataset, batches: list[list[str]],
                  store: ResultStore, device: str | torch.device, models: Mapping[str, nn.Module],
-                 progress: ProgressFn | None, codecs: "BuiltCodecs") -> None:
+                 progress: ProgressFn | None, codecs: BuiltCodecs) -> None:
         self.config, self.dataset, self.batches, self.store = config, dataset, batches, store
         self.device, self.models, self.progress = device, models, progress
         self.cells = [c for c in cells]
@@ -181,7 +183,7 @@ class _Run:
         self.skipped_cells: dict[str, str] = {}
         self.codecs = codecs.chains
         self.unavailable = codecs.unavailable
-        self.fingerprints = codecs.fingerprints()
+        self.fingerprints = codecs.fingerprints
         self.done = self.computed = 0
         # shared work (seconds, codec passes, reused fixed-point predictions), booked on the next commit
         self.carry, self.carry_passes, self.carry_fixed = 0.0, 0, 0
@@ -413,7 +415,7 @@ def evaluate(
     dataset, ids = select_images(config)
     batches = [ids[i : i + config.batch_size] for i in range(0, len(ids), config.batch_size)]
     codecs = build_codecs(config, cells, device)
-    fingerprints = codecs.fingerprints()
+    fingerprints = codecs.fingerprints
     digest = config_hash(config, ids)
     path = None if out_dir is None else Path(out_dir) / STORE_FILENAME
     header = {"config": config.to_dict(), "cells": {cell.id: cell.key for cell in cells}, "image_ids": ids}
