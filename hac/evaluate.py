@@ -234,8 +234,10 @@ class _Run:
     # ------------------------------------------------------------ the loop
 
     def run(self) -> None:
-        for chain, reason in self.unavailable.items():
-            self._skip([c for c in self.cells if c.codec == chain], reason)
+        for chain, reason in self.unavailable.items():  # finished cells stand without their weights
+            cells = [c for c in self.cells if c.codec == chain]
+            if any(self.pending[c.id] for c in cells):
+                self._skip(cells, reason)
         self.total_units = self.total
         if self.progress is not None:
             self.progress(0, self.total_units, f"{self.total_units} units to compute ({len(self.batches)} batches)")

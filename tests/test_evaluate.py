@@ -269,6 +269,9 @@ def test_codec_weights_filled_in_later_then_retrained(folder, models, monkeypatc
     (fingerprint,) = filled.run["codec_weights"].values()
     again = evaluate(config, tmp_path / "run", data=folder, models=models)
     assert again.run["units_computed"] == 0 and again.run["codec_weights"] == filled.run["codec_weights"]
+    (weights / "hac-hyperprior-q1.safetensors").rename(tmp_path / "aside.safetensors")
+    finished = evaluate(config, tmp_path / "run", data=folder, models=models)  # done cells need no weights
+    assert finished.run["units_computed"] == 0 and finished.summary_rows()[-1]["status"] == "done"
 
     torch.manual_seed(1)
     save_file(random_model("hac-hyperprior", 1).state_dict(), str(weights / "hac-hyperprior-q1.safetensors"))
