@@ -15,7 +15,10 @@ Codec sweeps are codec specs (:mod:`hac.specs`) whose quality may be a range:
 * anything else (``comdefend``, ``jpeg:q=30``) is one point.
 
 Points of specs that differ only in ``q`` form one curve, labelled by the spec
-without ``q`` (``jpeg``, ``jpeg:subsampling=0``). Learned codecs run in
+without ``q`` (``jpeg``, ``jpeg:subsampling=0``). A ``LABEL=`` prefix names the
+curve instead, so that points with other parameters join one curve: e.g. the
+separately trained files of a fine-tuned family,
+``adv=hac-hyperprior:q=1,weights=A.safetensors adv=hac-hyperprior:q=3,weights=B.safetensors``. Learned codecs run in
 ``entropy-coded`` mode (real bitstreams, real rate) unless ``mode="fast"``.
 Reconstructions are rounded to 8 bits before measuring, as a decoder writing an
 image file would; PSNR and MS-SSIM are means over images (PSNR per image first).
@@ -237,6 +240,20 @@ def _learned_architecture(name: str):
     return ARCHITECTURES.get(name)
 
 
+def _split_curve_label(text: str) -> tuple[str | None, str]:
+    """``"adv=hac-hyperprior:q=1"`` -> ``("adv", "hac-hyperprior:q=1")``; a spec without a label -> ``(None, text)``.
+
+    A codec name never holds ``=``, so an ``=`` before the first ``:`` marks a label.
+    """
+    head = text.split(":", 1)[0]
+    if "=" not in head:
+        return None, text
+    label, spec_text = text.split("=", 1)
+    if not label.strip() or not spec_text.strip():
+        raise ValueError(f"{text!r}: a curve label is written LABEL=SPEC, e.g. adv=hac-hyperprior:q=1,weights=FILE")
+    return label.strip(), spec_text.strip()
+
+
 def plan_sweeps(texts: Sequence[str]) -> tuple[list[PlannedPoint], list[Skipped]]:
     """Expand codec sweep specs into points (see the module docstring).
 
@@ -251,10 +268,11 @@ def plan_sweeps(texts: Sequence[str]) -> tuple[list[PlannedPoint], list[Skipped]
     points: list[PlannedPoint] = []
     skipped: list[Skipped] = []
     for text in texts:
-        spec = parse_spec(text)
+        label, spec_text = _split_curve_label(text)
+        spec = parse_spec(spec_text)
         codec_factory(spec.name)  # ValueError listing the codecs if unknown
         params = {key: value for key, value in spec.params.items() if key != SWEEP_PARAM}
-        curve = format_spec(ComponentSpec(spec.name, params))
+        curve = label or format_spec(ComponentSpec(spec.name, params))
         architecture = _learned_architecture(spec.name)
         metric = params.get("metric", "mse")
         if SWEEP_PARAM in spec.params:

@@ -105,9 +105,16 @@ def test_sweeps_expand_ranges_defaults_and_merge_curves():
     assert [p.quality for p in plan_sweeps(["jpeg:q=5..20"])[0]] == [5, 10, 15, 20]
 
 
+def test_a_curve_label_joins_points_whose_other_parameters_differ():
+    points, _ = plan_sweeps(["mine=jpeg:q=20,subsampling=0", "mine=jpeg:q=40", "jpeg:q=30"])
+    assert [(p.curve, str(p.spec)) for p in points] == [
+        ("mine", "jpeg:q=20,subsampling=0"), ("mine", "jpeg:q=40"), ("jpeg", "jpeg:q=30")]
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [
+        ("=jpeg:q=20", "a curve label is written LABEL=SPEC"),
         ("jpeg:q=50..10", "is empty"),
         ("jpeg:q=low", "neither a number nor a range"),
         ("nocodec", "unknown codec 'nocodec'; valid choices:"),

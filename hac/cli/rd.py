@@ -24,7 +24,8 @@ def add_parser(subparsers) -> None:
         default=["jpeg", "webp"],
         metavar="SPEC",
         help="codec sweeps: jpeg:q=5..95 (step 5), jpeg:q=5..95/10, a bare jpeg/webp (default sweep), a bare "
-        "learned codec (every quality whose weights are here), or one spec (comdefend). Default: jpeg webp",
+        "learned codec (every quality whose weights are here), or one spec (comdefend); LABEL=SPEC puts points "
+        "with other parameters on one curve (adv=hac-hyperprior:q=1,weights=FILE ...). Default: jpeg webp",
     )
     parser.add_argument("--mode", choices=MODES, default="entropy-coded", help="learned codecs: real bitstreams (default) or estimated rate")
     parser.add_argument("--anchor", default="jpeg", help="curve the BD-rates are measured against (default jpeg)")
