@@ -78,7 +78,7 @@ class AdversarialTrainingSettings:
 
     def attack(self, objective: str) -> CodecAttackSettings:
         """The PGD settings for one objective."""
-        return CodecAttackSettings(objective, self.eps, "pgd", self.steps, random_start=self.random_start)
+        return CodecAttackSettings(objective, self.eps, "pgd", self.steps, starts=("random",) if self.random_start else ("zero",))
 
 
 def attack_view(model: CompressionModel) -> CompressAICodec:

@@ -15,8 +15,14 @@ codec:
 Threat model: an L-inf perturbation, ``|delta| <= eps`` per pixel, with ``x + delta``
 in [0, 1] and on the 8-bit grid (:func:`hac.attacks.quantize_adversarial`), found
 by FGSM (Goodfellow et al., ICLR 2015) or PGD (Madry et al., ICLR 2018; step size
-``2.5 * eps / steps`` by default, optional random start). ``noise`` (random signs
-of size eps, no gradients) is the baseline that tells an attack from mere noise.
+``2.5 * eps / steps`` by default). Two perturbations need no gradients:
+``noise`` (random signs of size eps) tells an attack from mere noise, and
+``shift`` (every pixel moved by eps towards mid-grey: a brightness change) is a
+floor for the distortion objective: a codec faithful to its input reproduces the
+shift, so its reconstruction is off the clean image by about that much, however
+robust it is. PGD from zero follows the codec's local error and can miss this
+flat direction entirely, so PGD may start from several points (``starts``: zero,
+random, shift) and keeps, per image, the run whose surrogate objective is worst.
 
 Gradients (never the reported numbers) come from differentiable stand-ins:
 
@@ -50,6 +56,7 @@ from .metrics import linf, psnr
 __all__ = [
     "OBJECTIVES",
     "METHODS",
+    "STARTS",
     "CodecAttackSettings",
     "CodecAttackResult",
     "check_objective",
@@ -64,7 +71,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 OBJECTIVES = ("distortion", "rate")
-METHODS = ("pgd", "fgsm", "noise")
+METHODS = ("pgd", "fgsm", "noise", "shift")
+STARTS = ("zero", "random", "shift")
 
 # --------------------------------------------------------------------------- settings
 
@@ -77,11 +85,15 @@ class CodecAttackSettings:
         objective: ``"distortion"`` (lower the PSNR of the reconstruction against the
             clean image) or ``"rate"`` (raise the bits).
         eps: L-inf budget in [0, 1] pixel units, e.g. ``4/255``; must be in (0, 1].
-        method: ``"pgd"``, ``"fgsm"`` (one step of size ``eps``) or ``"noise"`` (random
-            signs of size ``eps``: the no-gradient baseline).
-        steps: PGD iterations (ignored by ``fgsm`` and ``noise``).
+        method: ``"pgd"``, ``"fgsm"`` (one step of size ``eps``), ``"noise"`` (random
+            signs of size ``eps``: the no-gradient baseline) or ``"shift"`` (each
+            image brightened or darkened by ``eps``, towards mid-grey).
+        steps: PGD iterations (ignored by the other methods).
         alpha: PGD step size; ``None`` means ``2.5 * eps / steps``.
-        random_start: PGD starts from a uniform point of the eps-ball.
+        starts: PGD's starting points, each a full run: ``"zero"`` (the clean
+            image), ``"random"`` (uniform in the eps-ball), ``"shift"`` (the
+            ``shift`` perturbation); per image the run with the highest surrogate
+            objective wins. A comma-separated string is accepted.
 
     Raises:
         ValueError: an unknown objective or method, or a value out of range.
@@ -92,9 +104,14 @@ class CodecAttackSettings:
     method: str = "pgd"
     steps: int = 10
     alpha: float | None = None
-    random_start: bool = False
+    starts: tuple[str, ...] = ("zero",)
 
     def __post_init__(self) -> None:
+        if isinstance(self.starts, str):
+            object.__setattr__(self, "starts", tuple(s.strip() for s in self.starts.split(",") if s.strip()))
+        object.__setattr__(self, "starts", tuple(self.starts))
+        if not self.starts or any(start not in STARTS for start in self.starts) or len(set(self.starts)) < len(self.starts):
+            raise ValueError(f"PGD starts must be distinct values of {', '.join(STARTS)}, got {self.starts!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown codec-attack objective {self.objective!r}; valid: {', '.join(OBJECTIVES)}")
         if self.method not in METHODS:
@@ -117,8 +134,8 @@ class CodecAttackSettings:
             text += f",steps={self.steps}"
             if self.alpha is not None:
                 text += f",alpha={self.alpha * 255:g}/255"
-            if self.random_start:
-                text += ",random_start=true"
+            if self.starts != ("zero",):
+                text += f",starts={'+'.join(self.starts)}"
         return text
 
 
@@ -212,20 +229,49 @@ def attack_codec(codec: Codec, x: Tensor, settings: CodecAttackSettings, generat
         return (2 * torch.rand(x.shape, generator=generator, dtype=x.dtype) - 1).to(x.device)
 
     if settings.method == "noise":
-        delta = eps * torch.sign(uniform())
-    else:
-        objective = objective_function(codec, settings.objective, x)
-        if settings.method == "fgsm":
-            steps, step_size, delta = 1, eps, torch.zeros_like(x)
+        return _on_budget(x, eps * torch.sign(uniform()))
+    if settings.method == "shift":
+        return _on_budget(x, brightness_shift(x, eps))
+    objective = objective_function(codec, settings.objective, x)
+    if settings.method == "fgsm":
+        return _on_budget(x, _ascend(objective, x, torch.zeros_like(x), 1, eps, eps))
+    best, best_value = None, None
+    for start in settings.starts:
+        delta = {"zero": lambda: torch.zeros_like(x), "random": lambda: eps * uniform(), "shift": lambda: brightness_shift(x, eps)}[start]()
+        x_adv = _on_budget(x, _ascend(objective, x, delta, settings.steps, settings.step_size, eps))
+        with torch.no_grad():
+            value = objective(x_adv)
+        if best is None:
+            best, best_value = x_adv, value
         else:
-            steps, step_size = settings.steps, settings.step_size
-            delta = eps * uniform() if settings.random_start else torch.zeros_like(x)
-            delta = (x + delta).clamp(0, 1) - x
-        for _ in range(steps):
-            x_adv = (x + delta).requires_grad_(True)
-            (gradient,) = torch.autograd.grad(objective(x_adv).sum(), x_adv)
-            delta = (delta + step_size * gradient.sign()).clamp(-eps, eps)
-            delta = (x + delta).clamp(0, 1) - x
+            better = value > best_value
+            best = torch.where(better[:, None, None, None], x_adv, best)
+            best_value = torch.maximum(value, best_value)
+    return best
+
+
+def brightness_shift(x: Tensor, eps: float) -> Tensor:
+    """The perturbation that moves every pixel of an image by ``eps`` towards mid-grey (by the image's mean).
+
+    Shape:
+        x (N, 3, H, W) -> (N, 3, H, W), ``+eps`` for images darker than 0.5 on average, else ``-eps``.
+    """
+    sign = torch.where(x.mean(dim=(1, 2, 3), keepdim=True) < 0.5, 1.0, -1.0).to(x.dtype)
+    return sign * eps * torch.ones_like(x)
+
+
+def _ascend(objective: Callable[[Tensor], Tensor], x: Tensor, delta: Tensor, steps: int, step_size: float, eps: float) -> Tensor:
+    """``steps`` signed-gradient ascent steps on ``objective(x + delta)``, projected onto the eps-ball and [0, 1]."""
+    delta = (x + delta).clamp(0, 1) - x
+    for _ in range(steps):
+        x_adv = (x + delta).requires_grad_(True)
+        (gradient,) = torch.autograd.grad(objective(x_adv).sum(), x_adv)
+        delta = (delta + step_size * gradient.sign()).clamp(-eps, eps)
+        delta = (x + delta).clamp(0, 1) - x
+    return delta
+
+
+def _on_budget(x: Tensor, delta: Tensor) -> Tensor:
     return quantize_adversarial(x, (x + delta).clamp(0, 1))
 
 
@@ -301,6 +347,7 @@ class CodecAttackResult:
     def summary(self) -> dict:
         """One row: the codec, the attack, and the mean over images of every per-image column."""
         row = {"codec": self.codec, **asdict(self.settings), "eps_255": self.settings.eps * 255, "images": self.images}
+        row["starts"] = "+".join(self.settings.starts)
         row.update({key: value.double().mean().item() for key, value in self._columns().items()})
         row["linf_255"] = (self.linf.max().item() * 255) if self.images else 0.0  # the worst image, not the mean
         return row

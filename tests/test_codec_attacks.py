@@ -49,6 +49,7 @@ from hac.codec_attacks import (
     CodecAttackSettings,
     attack_codec,
     evaluate_codec_attack,
+    objective_function,
 )
 from hac.codecs import create_codec
 from hac.codecs.learned import CompressAICodec
@@ -142,10 +143,30 @@ def test_distortion_attack_lowers_psnr_more_than_noise(crops) -> None:
     assert attacked.adv_psnr.mean() < noise.adv_psnr.mean() - 0.5  # observed 34.1 vs 35.7 dB
 
 
+def test_shift_moves_every_pixel_towards_mid_grey_and_starts_keep_the_worst(crops) -> None:
+    x = torch.stack([torch.full((3, 16, 16), 40 / 255), torch.full((3, 16, 16), 200 / 255)])
+    shifted = attack_codec(CompressAICodec(transparent()), x, CodecAttackSettings("distortion", 4 / 255, "shift"))
+    assert torch.allclose((shifted - x)[0], torch.full((3, 16, 16), 4 / 255), atol=1e-6)  # dark image: brighter
+    assert torch.allclose((shifted - x)[1], torch.full((3, 16, 16), -4 / 255), atol=1e-6)  # light image: darker
+
+    codec = CompressAICodec(transparent())
+    objective = objective_function(codec, "distortion", crops)
+    values = {}
+    for starts in [("zero",), ("shift",), ("zero", "shift")]:
+        x_adv = attack_codec(codec, crops, CodecAttackSettings("distortion", 4 / 255, "pgd", steps=3, starts=starts))
+        with torch.no_grad():
+            values[starts] = objective(x_adv)
+    both = values["zero", "shift"]
+    assert torch.equal(both, torch.maximum(values["zero",], values["shift",]))  # per image, the worse run
+    assert not torch.equal(values["zero",], values["shift",])  # the two starts end in different places
+
+
 @pytest.mark.parametrize(
     "settings",
     [
-        CodecAttackSettings("rate", 3 / 255, "pgd", steps=3, random_start=True),
+        CodecAttackSettings("rate", 3 / 255, "pgd", steps=3, starts="random,zero"),
+        CodecAttackSettings("distortion", 3 / 255, "pgd", steps=2, starts=("shift",)),
+        CodecAttackSettings("distortion", 4 / 255, "shift"),
         CodecAttackSettings("distortion", 2 / 255, "fgsm"),
         CodecAttackSettings("rate", 8 / 255, "noise"),
     ],
@@ -229,6 +250,8 @@ def test_jpeg_attacks_move_the_real_numbers(crops, objective: str) -> None:
         ({"method": "cw"}, "unknown codec-attack method 'cw'"),
         ({"steps": 0}, "steps must be a positive integer"),
         ({"alpha": -1.0}, "alpha"),
+        ({"starts": "zero,middle"}, "PGD starts must be distinct values of zero, random, shift"),
+        ({"starts": ()}, "PGD starts must be distinct"),
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict, match: str) -> None:

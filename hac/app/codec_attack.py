@@ -150,7 +150,9 @@ def run_codec_attack(
         _check_codec(codec)
         spec = handlers.codec_spec(codec, quality)
         steps = handlers.int_setting("steps", steps, 1, MAX_STEPS)
-        settings = CodecAttackSettings(objective, _eps(eps_255), "pgd", steps)
+        # from zero alone, PGD misses the brightness shift that any faithful codec passes on
+        starts = ("zero", "shift") if objective == "distortion" else ("zero",)
+        settings = CodecAttackSettings(objective, _eps(eps_255), "pgd", steps, starts=starts)
         x = load_image(image, max_pixels=handlers.APP_MAX_PIXELS)[None]
         (model,) = cache.chain(spec)
         check_objective(model, settings.objective, settings.method)

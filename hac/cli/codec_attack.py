@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..codec_attacks import METHODS, OBJECTIVES, CodecAttackResult, CodecAttackSettings, check_objective, run_codec_attacks
+from ..codec_attacks import METHODS, OBJECTIVES, STARTS, CodecAttackResult, CodecAttackSettings, check_objective, run_codec_attacks
 from ..codecs import create_codec
 from ..hub import MissingWeightsError
 from ..images import list_images, load_image
@@ -27,7 +27,7 @@ from .common import write_json
 __all__ = ["add_parser", "run", "load_folder", "parse_eps_list"]
 
 COLUMNS = (
-    "codec", "objective", "method", "eps_255", "steps", "images", "clean_bpp", "clean_psnr",
+    "codec", "objective", "method", "eps_255", "steps", "starts", "images", "clean_bpp", "clean_psnr",
     "adv_bpp", "adv_psnr", "psnr_drop_pct", "bpp_ratio", "perturbation_psnr", "linf_255",
 )  # fmt: skip
 
@@ -44,10 +44,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--codecs", required=True, nargs="+", metavar="SPEC", help="codec specs, e.g. jpeg:q=25 hac-hyperprior:q=3")
     parser.add_argument("--eps", default="4/255", help="comma-separated L-inf budgets, e.g. 1/255,2/255,4/255,8/255 (default 4/255)")
     parser.add_argument("--objective", default="distortion,rate", help=f"comma-separated: {', '.join(OBJECTIVES)} (default both)")
-    parser.add_argument("--method", default="pgd", choices=METHODS, help="pgd (default), fgsm, or noise (random-sign baseline)")
+    parser.add_argument("--method", default="pgd", choices=METHODS, help="pgd (default), fgsm, noise (random-sign baseline) or shift (brightness moved by eps: the floor of "
+                        "a codec that reproduces its input)")
     parser.add_argument("--steps", type=int, default=10, help="PGD iterations (default 10)")
     parser.add_argument("--alpha", help="PGD step size, e.g. 1/255 (default 2.5*eps/steps)")
-    parser.add_argument("--random-start", action="store_true", help="PGD starts from a random point of the eps-ball")
+    parser.add_argument("--starts", default="zero,shift",
+                        help=f"PGD's starting points, each a full run, the worst kept per image: comma-separated {', '.join(STARTS)} "
+                        "(default zero,shift: from zero alone PGD misses a plain brightness shift)")
     parser.add_argument("--limit", type=int, help="use the first N images (sorted by name)")
     parser.add_argument("--crop", type=int, help="centre-crop every image to CROP x CROP (keeps CPU cost down)")
     parser.add_argument("--seed", type=int, default=0, help="seed of random starts / noise")
@@ -104,7 +107,7 @@ def _settings(args: argparse.Namespace) -> list[CodecAttackSettings]:
         raise ValueError(f"--objective needs at least one of {', '.join(OBJECTIVES)}")
     alpha = _number(args.alpha, "--alpha") if args.alpha else None
     return [
-        CodecAttackSettings(objective, eps, args.method, args.steps, alpha, args.random_start)
+        CodecAttackSettings(objective, eps, args.method, args.steps, alpha, args.starts)
         for objective in objectives
         for eps in parse_eps_list(args.eps)
     ]
@@ -227,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
                 "images": [name for name, _ in images],
                 "crop": args.crop,
                 "settings": {"method": args.method, "steps": args.steps, "alpha": args.alpha,
-                             "random_start": args.random_start, "seed": args.seed},
+                             "starts": args.starts, "seed": args.seed},
                 "measured_with": "the real codecs: learned codecs entropy-coded (rANS bitstream), Pillow for JPEG/WebP; "
                 "reconstructions rounded to 8 bits",
                 "skipped": skipped,
