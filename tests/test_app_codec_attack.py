@@ -56,7 +56,8 @@ def test_numbers_and_images_come_from_the_real_jpeg(outputs, objective):
         assert rows[label][0] == pytest.approx(real.bpp.item(), abs=6e-4)
         assert rows[label][1] == pytest.approx(psnr(real.x_hat, clean).item(), abs=6e-3)
     assert rows[ROWS[1]][4] == pytest.approx(psnr(attacked, clean).item(), abs=6e-3)  # the perturbation's own PSNR
-    assert f"`pgd:objective={objective},eps=8/255,steps=3`" in out.summary and "`jpeg:q=25`" in out.summary
+    starts = ",starts=zero+shift" if objective == "distortion" else ""  # the distortion attack also starts from the shift
+    assert f"`pgd:objective={objective},eps=8/255,steps=3{starts}`" in out.summary and "`jpeg:q=25`" in out.summary
 
 
 def test_distortion_attack_lowers_psnr_far_more_than_noise(outputs):
