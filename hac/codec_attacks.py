@@ -22,7 +22,8 @@ floor for the distortion objective: a codec faithful to its input reproduces the
 shift, so its reconstruction is off the clean image by about that much, however
 robust it is. PGD from zero follows the codec's local error and can miss this
 flat direction entirely, so PGD may start from several points (``starts``: zero,
-random, shift) and keeps, per image, the run whose surrogate objective is worst.
+random, shift), and keeps, per image, the iterate of any run whose surrogate
+objective is worst (its start included, so a start is never made worse).
 
 Gradients (never the reported numbers) come from differentiable stand-ins:
 
@@ -92,8 +93,9 @@ class CodecAttackSettings:
         alpha: PGD step size; ``None`` means ``2.5 * eps / steps``.
         starts: PGD's starting points, each a full run: ``"zero"`` (the clean
             image), ``"random"`` (uniform in the eps-ball), ``"shift"`` (the
-            ``shift`` perturbation); per image the run with the highest surrogate
-            objective wins. A comma-separated string is accepted.
+            ``shift`` perturbation); per image the iterate (of any run, starts
+            included) with the highest surrogate objective wins. A comma-separated
+            string is accepted.
 
     Raises:
         ValueError: an unknown objective or method, or a value out of range.
@@ -234,20 +236,12 @@ def attack_codec(codec: Codec, x: Tensor, settings: CodecAttackSettings, generat
         return _on_budget(x, brightness_shift(x, eps))
     objective = objective_function(codec, settings.objective, x)
     if settings.method == "fgsm":
-        return _on_budget(x, _ascend(objective, x, torch.zeros_like(x), 1, eps, eps))
-    best, best_value = None, None
+        return _on_budget(x, _signed_steps(objective, x, torch.zeros_like(x), 1, eps, eps)[0])
+    best = None
     for start in settings.starts:
         delta = {"zero": lambda: torch.zeros_like(x), "random": lambda: eps * uniform(), "shift": lambda: brightness_shift(x, eps)}[start]()
-        x_adv = _on_budget(x, _ascend(objective, x, delta, settings.steps, settings.step_size, eps))
-        with torch.no_grad():
-            value = objective(x_adv)
-        if best is None:
-            best, best_value = x_adv, value
-        else:
-            better = value > best_value
-            best = torch.where(better[:, None, None, None], x_adv, best)
-            best_value = torch.maximum(value, best_value)
-    return best
+        best = _worse(best, _signed_steps(objective, x, delta, settings.steps, settings.step_size, eps, keep_best=True))
+    return _on_budget(x, best[0])
 
 
 def brightness_shift(x: Tensor, eps: float) -> Tensor:
@@ -260,15 +254,38 @@ def brightness_shift(x: Tensor, eps: float) -> Tensor:
     return sign * eps * torch.ones_like(x)
 
 
-def _ascend(objective: Callable[[Tensor], Tensor], x: Tensor, delta: Tensor, steps: int, step_size: float, eps: float) -> Tensor:
-    """``steps`` signed-gradient ascent steps on ``objective(x + delta)``, projected onto the eps-ball and [0, 1]."""
+def _signed_steps(
+    objective: Callable[[Tensor], Tensor], x: Tensor, delta: Tensor, steps: int, step_size: float, eps: float,
+    keep_best: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """``steps`` signed-gradient ascent steps on ``objective(x + delta)``, projected onto the eps-ball and [0, 1].
+
+    Returns the last ``delta``, or with ``keep_best`` the iterate (start included) whose objective was
+    highest, per image, with those values. Signed steps of a fixed size can lead away from a good
+    start; keeping the best iterate means a start is never made worse.
+    """
     delta = (x + delta).clamp(0, 1) - x
+    best: tuple[Tensor, Tensor] | None = None
     for _ in range(steps):
         x_adv = (x + delta).requires_grad_(True)
-        (gradient,) = torch.autograd.grad(objective(x_adv).sum(), x_adv)
+        value = objective(x_adv)
+        (gradient,) = torch.autograd.grad(value.sum(), x_adv)
+        if keep_best:
+            best = _worse(best, (delta, value.detach()))
         delta = (delta + step_size * gradient.sign()).clamp(-eps, eps)
         delta = (x + delta).clamp(0, 1) - x
-    return delta
+    if not keep_best:
+        return delta, None
+    with torch.no_grad():
+        return _worse(best, (delta, objective(x + delta)))
+
+
+def _worse(best: tuple[Tensor, Tensor] | None, candidate: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Per image, the (delta, objective) pair with the higher objective."""
+    if best is None:
+        return candidate
+    higher = candidate[1] > best[1]
+    return torch.where(higher[:, None, None, None], candidate[0], best[0]), torch.maximum(candidate[1], best[1])
 
 
 def _on_budget(x: Tensor, delta: Tensor) -> Tensor:

@@ -51,6 +51,7 @@ from hac.codec_attacks import (
     evaluate_codec_attack,
     objective_function,
 )
+from hac.codec_attacks import _signed_steps
 from hac.codecs import create_codec
 from hac.codecs.learned import CompressAICodec
 from hac.images import load_image
@@ -159,6 +160,20 @@ def test_shift_moves_every_pixel_towards_mid_grey_and_starts_keep_the_worst(crop
     both = values["zero", "shift"]
     assert torch.equal(both, torch.maximum(values["zero",], values["shift",]))  # per image, the worse run
     assert not torch.equal(values["zero",], values["shift",])  # the two starts end in different places
+    with torch.no_grad():
+        at_shift = objective(attack_codec(codec, crops, CodecAttackSettings("distortion", 4 / 255, "shift")))
+    assert (values["shift",] >= at_shift).all()  # PGD never ends worse than where it started
+
+
+def test_pgd_keeps_its_best_iterate_when_a_step_overshoots() -> None:
+    x = torch.full((2, 3, 4, 4), 0.5)
+    eps = 4 / 255
+    objective = lambda x_adv: -((x_adv - x - 0.3 * eps) ** 2).flatten(1).mean(1)  # best at delta = 0.3 eps
+    last, _ = _signed_steps(objective, x, torch.zeros_like(x), 1, eps, eps)
+    best, value = _signed_steps(objective, x, torch.zeros_like(x), 1, eps, eps, keep_best=True)
+    assert torch.allclose(last, torch.full_like(x, eps))  # the one signed step overshoots to eps
+    assert torch.equal(best, torch.zeros_like(x))  # the start was better, and is kept
+    assert torch.allclose(value, objective(x))
 
 
 @pytest.mark.parametrize(
