@@ -36,6 +36,7 @@ __all__ = [
     "attack_view",
     "adversarial_inputs",
     "adversarial_batch",
+    "classifier_attacked_batch",
     "rd_cost",
     "RobustnessReport",
     "robustness_report",
@@ -133,6 +134,29 @@ def adversarial_batch(
         chosen = torch.arange(index, count, len(settings.objectives), device=x.device)
         if chosen.numel():
             mixed[chosen] = adversarial_inputs(model, x[chosen], objective, settings, generator).to(x.dtype)
+    return mixed
+
+
+def classifier_attacked_batch(attack, classifier: torch.nn.Module, x: Tensor, fraction: float) -> Tensor:
+    """The batch to fine-tune a purifier on: the first ``round(fraction * N)`` images attacked on ``classifier``.
+
+    The attack (a :class:`hac.attacks.Attack` against ``classifier``) is untargeted on the
+    classifier's own predictions for the clean crops, so no labels are needed; its output is put
+    on the 8-bit grid within the budget. The loss then compares the codec's output with the clean
+    batch, as HGD (Liao et al., CVPR 2018) trains its denoiser, but in pixels.
+
+    Shape:
+        x (N, 3, H, W) in [0, 1], 8-bit valued -> (N, 3, H, W), no gradient.
+    """
+    from .attacks import quantize_adversarial
+
+    count = int(round(fraction * x.shape[0]))
+    mixed = x.detach().clone()
+    if count:
+        clean = _on_grid(x[:count])
+        with torch.no_grad():
+            labels = classifier(clean).argmax(1)
+        mixed[:count] = quantize_adversarial(clean, attack(clean, labels)).to(x.dtype)
     return mixed
 
 

@@ -360,6 +360,46 @@ def test_adversarial_fine_tuning_runs_and_resumes(tmp_path) -> None:
     assert train_main(["export", str(run_dir / "checkpoint.pt"), "--out-dir", str(weights), "--name", "../escape"]) == 2
 
 
+def test_classifier_attacked_batch_attacks_the_first_images_within_budget() -> None:
+    from hac.adversarial_training import classifier_attacked_batch
+    from hac.attacks import create_attack
+
+    torch.manual_seed(0)
+    classifier = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = grid_images(4, 3, 16, 16, seed=5)
+    mixed = classifier_attacked_batch(create_attack("pgd:eps=4/255,steps=3", classifier), classifier, x, 0.5)
+    assert torch.equal(mixed[2:], x[2:])  # the clean half is untouched
+    assert (mixed[:2] != x[:2]).any() and (mixed - x).abs().max() <= 4 / 255 + 1e-6
+    assert torch.equal(mixed * 255, torch.round(mixed * 255))  # on the 8-bit grid
+    with torch.no_grad():  # the attack raised the loss on the classifier's own clean predictions
+        labels = classifier(x[:2]).argmax(1)
+        before = nn.functional.cross_entropy(classifier(x[:2]), labels)
+        after = nn.functional.cross_entropy(classifier(mixed[:2]), labels)
+    assert after > before
+
+
+def test_purifier_fine_tuning_runs_with_held_out_images(tmp_path) -> None:
+    from hac.train import load_checkpoint
+    from hac.train import main as train_main
+
+    data = tmp_path / "train"
+    data.mkdir()
+    for index in range(3):
+        Image.fromarray((grid_images(3, 64, 64, seed=20 + index) * 255).byte().permute(1, 2, 0).numpy()).save(data / f"{index}.png")
+    held_out = tmp_path / "image_ids.txt"
+    held_out.write_text("# the evaluation's images\n0.png\n")
+    run_dir = tmp_path / "run"
+    args = ["--run-dir", str(run_dir), "--data", str(data), "--N", "8", "--M", "8", "--crop", "64", "--batch-size", "2",
+            "--steps", "2", "--log-every", "1", "--eval-every", "0", "--threads", "1", "--exclude", str(held_out),
+            "--purify-against", "efficientnet-lite0", "--purify-attack", "fgsm:eps=4/255", "--purify-fraction", "0.5"]  # fmt: skip
+    assert train_main(args) == 0
+    checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
+    assert checkpoint["step"] == 2 and checkpoint["config"]["purify_against"] == "efficientnet-lite0"
+    log = (run_dir / "train.log").read_text()
+    assert "leaving out 1 images" in log and "decoded 2 images" in log
+    assert train_main([*args[:2], "--data", str(data), "--adversarial", "--purify-against", "efficientnet-lite0"]) == 2
+
+
 def test_adversarial_fine_tuning_refuses_bad_settings(tmp_path) -> None:
     from hac.train import TrainConfig, train
 

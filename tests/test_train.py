@@ -71,6 +71,16 @@ def test_image_bank_crops_are_seeded_and_in_range(image_dir):
     assert 0 <= a.min() and a.max() <= 1
 
 
+def test_image_bank_leaves_out_listed_images_and_refuses_unknown_ones(image_dir):
+    names = sorted(path.relative_to(image_dir).as_posix() for path in image_dir.rglob("*.*"))
+    bank = ImageBank(image_dir, crop=64, exclude=names[:5])
+    assert bank.count == 7
+    kept = {tuple(img.shape) for img in bank.images}
+    assert kept == {(3, 80, 80)}
+    with pytest.raises(ValueError, match="1 excluded image\\(s\\) are not under .*'a/nothing.png'"):
+        ImageBank(image_dir, crop=64, exclude=["a/nothing.png"])
+
+
 def test_training_lowers_the_loss(image_dir, tmp_path):
     run_dir = tmp_path / "run"
     path = train(_config(image_dir, run_dir))

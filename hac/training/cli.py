@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
         "--adv-steps": (int, "PGD steps per adversarial batch"),
         "--adv-objective": (str, "distortion, rate, or distortion,rate"),
         "--adv-fraction": (float, "attacked share of each batch"),
+        "--purify-against": (str, "fine-tune as a purifier against attacks on this classifier, e.g. efficientnet-lite0"),
+        "--purify-attack": (str, "the attack on the classifier, an attack spec"),
+        "--purify-fraction": (float, "share of each batch attacked on the classifier"),
+        "--exclude": (str, "file of image paths (relative to --data) to leave out, e.g. an evaluation's image_ids.txt"),
     }
     run.add_argument("--adversarial", action="store_true", default=None,
                      help="fine-tune on a mix of clean and attacked inputs (hac.adversarial_training)")

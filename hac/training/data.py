@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Iterable
 
 import torch
 from torch import Tensor
@@ -35,10 +36,23 @@ class ImageBank:
     Args:
         folder: image folder (recursive).
         crop: side of the square crops.
+        exclude: paths relative to ``folder`` (``n01443537/x.JPEG``) to leave out, e.g. the images an
+            evaluation holds out; each must exist.
+
+    Raises:
+        ValueError: no usable image, or an excluded path that is not in the folder.
     """
 
-    def __init__(self, folder: str | Path, crop: int) -> None:
+    def __init__(self, folder: str | Path, crop: int, exclude: Iterable[str] = ()) -> None:
         files = list_images(folder)
+        excluded = {str(Path(name).as_posix()) for name in exclude}
+        if excluded:
+            relative = {path.relative_to(folder).as_posix(): path for path in files}
+            missing = sorted(excluded - relative.keys())
+            if missing:
+                raise ValueError(f"{len(missing)} excluded image(s) are not under {folder}, e.g. {missing[0]!r}")
+            files = [path for name, path in relative.items() if name not in excluded]
+            logger.info("leaving out %d images of %s", len(excluded), folder)
         images = [read_image(path) for path in files]
         usable = [img for img in images if img.shape[1] >= crop and img.shape[2] >= crop]
         if len(usable) < len(images):

@@ -162,7 +162,7 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
         config.architecture, sizes, n_params / 1e6, config.lmbda, config.crop,
         config.batch_size, step, config.steps, config.lr, torch.get_num_threads(),
     )
-    bank = ImageBank(config.data, config.crop)
+    bank = ImageBank(config.data, config.crop, _excluded(config.exclude))
     metrics_path = run_dir / "metrics.jsonl"
     ckpt_path = run_dir / "checkpoint.pt"
 
@@ -185,6 +185,18 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
         from ..adversarial_training import AdversarialTrainingSettings, adversarial_batch
 
         adversarial = AdversarialTrainingSettings(config.adv_eps, config.adv_steps, config.adv_objective, config.adv_fraction)
+    purify = None
+    if config.purify_against:
+        if arch.loss is not None:
+            raise ValueError(f"--purify-against fine-tunes CompressAI codecs; {config.architecture} has its own loss")
+        from ..adversarial_training import classifier_attacked_batch
+        from ..attacks import create_attack
+        from ..classifiers import create_classifier
+
+        classifier = create_classifier(config.purify_against, device=device)
+        classifier.requires_grad_(False)
+        attack = create_attack(config.purify_attack, classifier)
+        purify = lambda x: classifier_attacked_batch(attack, classifier, x, config.purify_fraction)  # noqa: E731
     model.train()
     window: dict[str, float] = {"n": 0}
     window_start = time.time()
@@ -197,6 +209,8 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
                 aux_optimizer.zero_grad(set_to_none=True)
             if adversarial is not None:  # attacked inputs, clean targets
                 terms = rd_loss(model(adversarial_batch(model, x, adversarial, generator)), x, config.lmbda)
+            elif purify is not None:  # inputs attacked on the classifier, clean targets
+                terms = rd_loss(model(purify(x)), x, config.lmbda)
             else:
                 terms = arch.loss_terms(model, x, config)
             if not torch.isfinite(terms["loss"]):
@@ -245,3 +259,11 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
     if stop.signal is None and not timed_out and config.eval_dir and not (config.eval_every and step % config.eval_every == 0):
         evaluate()
     return ckpt_path
+
+
+def _excluded(path: str | None) -> list[str]:
+    """The image paths listed in ``path`` (one per line; blank lines and ``#`` comments skipped)."""
+    if not path:
+        return []
+    lines = Path(path).read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
