@@ -398,6 +398,11 @@ def test_purifier_fine_tuning_runs_with_held_out_images(tmp_path) -> None:
     log = (run_dir / "train.log").read_text()
     assert "leaving out 1 images" in log and "decoded 2 images" in log
     assert train_main([*args[:2], "--data", str(data), "--adversarial", "--purify-against", "efficientnet-lite0"]) == 2
+    weights = tmp_path / "weights"
+    assert train_main(["export", str(run_dir / "checkpoint.pt"), "--quality", "1", "--out-dir", str(weights),
+                       "--name", "hac-hyperprior-purify-q1"]) == 0  # fmt: skip
+    card = (weights / "hac-hyperprior-purify-q1.md").read_text()
+    assert "| purifier fine-tuning | `fgsm:eps=4/255` on `efficientnet-lite0`" in card and "image_ids.txt" in card
 
 
 def test_adversarial_fine_tuning_refuses_bad_settings(tmp_path) -> None:

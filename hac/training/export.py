@@ -96,6 +96,9 @@ def export(
         *([f"| adversarial fine-tuning | PGD-{config.adv_steps} at ε = {config.adv_eps * 255:g}/255 on the "
            f"{config.adv_objective} objective(s), {config.adv_fraction:g} of each batch (`hac.adversarial_training`) |"]
           if config.adversarial else []),
+        *([f"| purifier fine-tuning | `{config.purify_attack}` on `{config.purify_against}` (its own clean predictions), "
+           f"{config.purify_fraction:g} of each batch, clean targets (`--purify-against`) |"] if config.purify_against else []),
+        *([f"| held out | the images listed in `{config.exclude}` |"] if config.exclude else []),
         f"| file | `{weights_path.name}`, {weights_path.stat().st_size / 1e6:.1f} MB{' (transforms in float16)' if half else ''} |",
         f"| exported | {_dt.date.today().isoformat()} |",
         "",
