@@ -328,14 +328,20 @@ def test_robustness_report_compares_versions() -> None:
     assert "before" in report.format_table()
 
 
+def training_folder(tmp_path, seed: int):
+    """Three 64 px PNGs in ``tmp_path/train`` for a few training steps."""
+    data = tmp_path / "train"
+    data.mkdir()
+    for index in range(3):
+        Image.fromarray((grid_images(3, 64, 64, seed=seed + index) * 255).byte().permute(1, 2, 0).numpy()).save(data / f"{index}.png")
+    return data
+
+
 def test_adversarial_fine_tuning_runs_and_resumes(tmp_path) -> None:
     from hac.train import load_checkpoint
     from hac.train import main as train_main
 
-    data = tmp_path / "train"
-    data.mkdir()
-    for index in range(3):
-        Image.fromarray((grid_images(3, 64, 64, seed=10 + index) * 255).byte().permute(1, 2, 0).numpy()).save(data / f"{index}.png")
+    data = training_folder(tmp_path, seed=10)
     run_dir = tmp_path / "run"
     common = ["--run-dir", str(run_dir), "--log-every", "1", "--checkpoint-every", "2", "--eval-every", "0", "--threads", "1"]
     args = ["--data", str(data), "--N", "8", "--M", "8", "--crop", "64", "--batch-size", "2", "--lr", "1e-3",
@@ -382,10 +388,7 @@ def test_purifier_fine_tuning_runs_with_held_out_images(tmp_path) -> None:
     from hac.train import load_checkpoint
     from hac.train import main as train_main
 
-    data = tmp_path / "train"
-    data.mkdir()
-    for index in range(3):
-        Image.fromarray((grid_images(3, 64, 64, seed=20 + index) * 255).byte().permute(1, 2, 0).numpy()).save(data / f"{index}.png")
+    data = training_folder(tmp_path, seed=20)
     held_out = tmp_path / "image_ids.txt"
     held_out.write_text("# the evaluation's images\n0.png\n")
     run_dir = tmp_path / "run"
