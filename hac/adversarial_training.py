@@ -28,6 +28,7 @@ import torch
 from compressai.models import CompressionModel
 from torch import Tensor
 
+from .attacks import quantize_adversarial
 from .codec_attacks import CodecAttackResult, CodecAttackSettings, attack_codec, run_codec_attacks
 from .codecs.learned import CompressAICodec
 
@@ -148,8 +149,6 @@ def classifier_attacked_batch(attack, classifier: torch.nn.Module, x: Tensor, fr
     Shape:
         x (N, 3, H, W) in [0, 1], 8-bit valued -> (N, 3, H, W), no gradient.
     """
-    from .attacks import quantize_adversarial
-
     count = int(round(fraction * x.shape[0]))
     mixed = x.detach().clone()
     if count:

@@ -109,9 +109,8 @@ class CodecAttackSettings:
     starts: tuple[str, ...] = ("zero",)
 
     def __post_init__(self) -> None:
-        if isinstance(self.starts, str):
-            object.__setattr__(self, "starts", tuple(s.strip() for s in self.starts.split(",") if s.strip()))
-        object.__setattr__(self, "starts", tuple(self.starts))
+        starts = self.starts.split(",") if isinstance(self.starts, str) else self.starts
+        object.__setattr__(self, "starts", tuple(s.strip() for s in starts if s.strip()))
         if not self.starts or any(start not in STARTS for start in self.starts) or len(set(self.starts)) < len(self.starts):
             raise ValueError(f"PGD starts must be distinct values of {', '.join(STARTS)}, got {self.starts!r}")
         if self.objective not in OBJECTIVES:
@@ -239,7 +238,12 @@ def attack_codec(codec: Codec, x: Tensor, settings: CodecAttackSettings, generat
         return _on_budget(x, _signed_steps(objective, x, torch.zeros_like(x), 1, eps, eps)[0])
     best = None
     for start in settings.starts:
-        delta = {"zero": lambda: torch.zeros_like(x), "random": lambda: eps * uniform(), "shift": lambda: brightness_shift(x, eps)}[start]()
+        if start == "zero":
+            delta = torch.zeros_like(x)
+        elif start == "random":
+            delta = eps * uniform()
+        else:
+            delta = brightness_shift(x, eps)
         best = _worse(best, _signed_steps(objective, x, delta, settings.steps, settings.step_size, eps, keep_best=True))
     return _on_budget(x, best[0])
 

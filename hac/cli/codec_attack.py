@@ -49,7 +49,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--steps", type=int, default=10, help="PGD iterations (default 10)")
     parser.add_argument("--alpha", help="PGD step size, e.g. 1/255 (default 2.5*eps/steps)")
     parser.add_argument("--starts", default="zero,shift",
-                        help=f"PGD's starting points, each a full run, the worst kept per image: comma-separated {', '.join(STARTS)} "
+                        help=f"PGD's starting points, each a full run; per image the worst iterate of any run is kept: comma-separated {', '.join(STARTS)} "
                         "(default zero,shift: from zero alone PGD misses a plain brightness shift)")
     parser.add_argument("--limit", type=int, help="use the first N images (sorted by name)")
     parser.add_argument("--crop", type=int, help="centre-crop every image to CROP x CROP (keeps CPU cost down)")

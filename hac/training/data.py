@@ -45,7 +45,7 @@ class ImageBank:
 
     def __init__(self, folder: str | Path, crop: int, exclude: Iterable[str] = ()) -> None:
         files = list_images(folder)
-        excluded = {str(Path(name).as_posix()) for name in exclude}
+        excluded = {Path(name).as_posix() for name in exclude}
         if excluded:
             relative = {path.relative_to(folder).as_posix(): path for path in files}
             missing = sorted(excluded - relative.keys())

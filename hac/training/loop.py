@@ -14,6 +14,7 @@ where the run stopped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -196,7 +197,7 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
         classifier = create_classifier(config.purify_against, device=device)
         classifier.requires_grad_(False)
         attack = create_attack(config.purify_attack, classifier)
-        purify = lambda x: classifier_attacked_batch(attack, classifier, x, config.purify_fraction)  # noqa: E731
+        purify = functools.partial(classifier_attacked_batch, attack, classifier, fraction=config.purify_fraction)
     model.train()
     window: dict[str, float] = {"n": 0}
     window_start = time.time()
