@@ -38,6 +38,7 @@ __all__ = [
     "adversarial_inputs",
     "adversarial_batch",
     "classifier_attacked_batch",
+    "logit_distance",
     "rd_cost",
     "RobustnessReport",
     "robustness_report",
@@ -157,6 +158,18 @@ def classifier_attacked_batch(attack, classifier: torch.nn.Module, x: Tensor, fr
             labels = classifier(clean).argmax(1)
         mixed[:count] = quantize_adversarial(clean, attack(clean, labels)).to(x.dtype)
     return mixed
+
+
+def logit_distance(classifier: torch.nn.Module, x_hat: Tensor, x: Tensor) -> Tensor:
+    """Mean absolute difference of ``classifier``'s logits for ``x_hat`` and for ``x`` (a scalar).
+
+    HGD's logits-guided loss (Liao et al., CVPR 2018): a purifier trained on it restores what
+    the classifier sees, not only the pixels. Gradients flow into ``x_hat`` only; ``x_hat`` is
+    clamped to [0, 1] first, as every decoded image is.
+    """
+    with torch.no_grad():
+        target = classifier(x)
+    return (classifier(x_hat.clamp(0, 1)) - target).abs().mean()
 
 
 # --------------------------------------------------------------------------- before / after

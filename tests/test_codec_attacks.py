@@ -408,6 +408,48 @@ def test_purifier_fine_tuning_runs_with_held_out_images(tmp_path) -> None:
     assert "| purifier fine-tuning | `fgsm:eps=4/255` on `efficientnet-lite0`" in card and "image_ids.txt" in card
 
 
+def test_logit_distance_measures_what_the_classifier_sees_and_trains_the_reconstruction() -> None:
+    from hac.adversarial_training import logit_distance
+
+    torch.manual_seed(0)
+    classifier = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    classifier.requires_grad_(False)
+    x = grid_images(2, 3, 16, 16, seed=6)
+    assert logit_distance(classifier, x.clone(), x).item() == 0
+    x_hat = (x + 0.2 * torch.randn_like(x)).clamp(0, 1).requires_grad_(True)
+    optimizer = torch.optim.Adam([x_hat], lr=0.01)
+    distances = []
+    for _ in range(50):  # descending the distance moves the reconstruction's logits towards the clean ones
+        optimizer.zero_grad()
+        distance = logit_distance(classifier, x_hat, x)
+        distance.backward()
+        optimizer.step()
+        distances.append(distance.item())
+    assert distances[0] > 0 and distances[-1] < 0.5 * distances[0]
+
+
+def test_purifier_fine_tuning_with_the_logit_loss_logs_and_adds_it(tmp_path) -> None:
+    from hac.train import main as train_main
+
+    data = training_folder(tmp_path, seed=21)
+    run_dir = tmp_path / "run"
+    args = ["--run-dir", str(run_dir), "--data", str(data), "--N", "8", "--M", "8", "--crop", "64", "--batch-size", "2",
+            "--steps", "2", "--log-every", "1", "--eval-every", "0", "--threads", "1", "--lmbda", "0.01",
+            "--purify-against", "efficientnet-lite0", "--purify-attack", "fgsm:eps=4/255", "--purify-logit-weight", "2"]  # fmt: skip
+    assert train_main(args) == 0
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2
+    for record in records:  # loss = lambda * 255^2 * MSE + bpp + weight * logit distance
+        assert record["logits"] > 0
+        assert record["loss"] == pytest.approx(0.01 * 255**2 * record["mse"] + record["bpp"] + 2 * record["logits"], rel=1e-5)
+    weights = tmp_path / "weights"
+    assert train_main(["export", str(run_dir / "checkpoint.pt"), "--quality", "1", "--out-dir", str(weights),
+                       "--name", "hac-hyperprior-logits-q1"]) == 0  # fmt: skip
+    assert "logit distance weighted 2 |" in (weights / "hac-hyperprior-logits-q1.md").read_text()
+    no_classifier = [a for a in args if a not in ("--purify-against", "efficientnet-lite0")]
+    assert train_main([*no_classifier[:1], str(tmp_path / "other"), *no_classifier[2:]]) == 2  # needs --purify-against
+
+
 def test_adversarial_fine_tuning_refuses_bad_settings(tmp_path) -> None:
     from hac.train import TrainConfig, train
 

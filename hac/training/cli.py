@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         "--purify-against": (str, "fine-tune as a purifier against attacks on this classifier, e.g. efficientnet-lite0"),
         "--purify-attack": (str, "the attack on the classifier, an attack spec"),
         "--purify-fraction": (float, "share of each batch attacked on the classifier"),
+        "--purify-logit-weight": (float, "weight of the classifier-logit distance in the purifier's loss (HGD; 0: pixels only)"),
         "--exclude": (str, "file of image paths (relative to --data) to leave out, e.g. an evaluation's image_ids.txt"),
     }
     run.add_argument("--adversarial", action="store_true", default=None,

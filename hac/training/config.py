@@ -41,11 +41,13 @@ class TrainConfig:
             CompressAI codec (:mod:`hac.adversarial_training`): ``adv_fraction`` of each batch is
             attacked by ``adv_steps``-step PGD within ``adv_eps`` on ``adv_objective``
             (``distortion``, ``rate`` or both, comma-separated); the loss compares with the clean batch.
-        purify_against, purify_attack, purify_fraction: fine-tune a CompressAI codec as a purifier for
-            one classifier (:func:`hac.adversarial_training.classifier_attacked_batch`):
+        purify_against, purify_attack, purify_fraction, purify_logit_weight: fine-tune a CompressAI
+            codec as a purifier for one classifier (:func:`hac.adversarial_training.classifier_attacked_batch`):
             ``purify_fraction`` of each batch is attacked on the classifier ``purify_against`` by
             ``purify_attack`` (an attack spec, labels = the classifier's own clean predictions); the
-            loss compares the codec's output with the clean batch.
+            loss compares the codec's output with the clean batch, in pixels and, with weight
+            ``purify_logit_weight`` (0: off), in the classifier's logits
+            (:func:`hac.adversarial_training.logit_distance`).
         exclude: a file of image paths relative to ``data``, one per line, left out of training
             (e.g. an evaluation's ``image_ids.txt``).
     """
@@ -85,6 +87,7 @@ class TrainConfig:
     purify_against: str | None = None
     purify_attack: str = "pgd:eps=4/255,steps=5"
     purify_fraction: float = 0.75
+    purify_logit_weight: float = 0.0
     exclude: str | None = None
 
     def validate(self) -> None:
@@ -95,6 +98,9 @@ class TrainConfig:
                              "are separate fine-tunes; choose one")
         if not 0 <= self.purify_fraction <= 1:
             raise ValueError(f"purify_fraction={self.purify_fraction} must be in [0, 1]")
+        if self.purify_logit_weight < 0 or (self.purify_logit_weight and not self.purify_against):
+            raise ValueError(f"purify_logit_weight={self.purify_logit_weight} must be >= 0, and needs purify_against "
+                             "(the classifier whose logits it compares)")
         if self.crop <= 0 or self.crop % arch.multiple:
             raise ValueError(
                 f"crop={self.crop} must be a positive multiple of {arch.multiple} for {self.architecture} "

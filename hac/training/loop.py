@@ -190,7 +190,7 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
     if config.purify_against:
         if arch.loss is not None:
             raise ValueError(f"--purify-against fine-tunes CompressAI codecs; {config.architecture} has its own loss")
-        from ..adversarial_training import classifier_attacked_batch
+        from ..adversarial_training import classifier_attacked_batch, logit_distance
         from ..attacks import create_attack
         from ..classifiers import create_classifier
 
@@ -211,7 +211,11 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
             if adversarial is not None:  # attacked inputs, clean targets
                 terms = rd_loss(model(adversarial_batch(model, x, adversarial, generator)), x, config.lmbda)
             elif purify is not None:  # inputs attacked on the classifier, clean targets
-                terms = rd_loss(model(purify(x)), x, config.lmbda)
+                out = model(purify(x))
+                terms = rd_loss(out, x, config.lmbda)
+                if config.purify_logit_weight:
+                    terms["logits"] = logit_distance(classifier, out["x_hat"], x)
+                    terms["loss"] = terms["loss"] + config.purify_logit_weight * terms["logits"]
             else:
                 terms = arch.loss_terms(model, x, config)
             if not torch.isfinite(terms["loss"]):
