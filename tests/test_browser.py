@@ -69,14 +69,19 @@ def _wait_for_rows(page, table: str, rows: int) -> None:
     )
 
 
+def _loaded_width(image) -> int:
+    """The natural width of an <img> once the browser has finished loading it (visible comes earlier)."""
+    image.wait_for(state="visible")
+    image.page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    return image.evaluate("img => img.naturalWidth")
+
+
 def test_attack_tab_shows_three_images_and_predictions(page, photo_dir):
     page.locator("#input-image input[type=file]").set_input_files(str(photo_dir / "chelsea.png"))
     page.locator("#input-image img").first.wait_for(state="visible")
     page.locator("#run-attack").click()
     for elem_id in ("clean", "adversarial", "purified", "perturbation"):
-        image = page.locator(f"#{elem_id} img").first
-        image.wait_for(state="visible")
-        assert image.evaluate("img => img.complete && img.naturalWidth") == 224
+        assert _loaded_width(page.locator(f"#{elem_id} img").first) == 224
     for elem_id in ("top5-clean", "top5-adversarial", "top5-purified"):
         page.locator(f"#{elem_id} .output-class, #{elem_id} h2").first.wait_for(state="visible")
     page.get_by_text("Label attacked").wait_for(state="visible")
@@ -112,9 +117,7 @@ def test_codec_attack_tab_attacks_jpeg_on_an_example(page):
     page.locator("#codec-summary table").wait_for(state="visible")
     for elem_id in ("codec-clean-reconstruction", "codec-attacked-reconstruction", "codec-clean-input",
                     "codec-attacked-input", "codec-perturbation"):
-        image = page.locator(f"#{elem_id} img").first
-        image.wait_for(state="visible")
-        assert image.evaluate("img => img.complete && img.naturalWidth") == 256
+        assert _loaded_width(page.locator(f"#{elem_id} img").first) == 256
     summary = page.locator("#codec-summary").inner_text()
     assert "pgd:objective=rate,eps=8/255,steps=3" in summary and "jpeg:q=25" in summary
     for row in ("clean", "attacked (PGD)", "random ±ε noise (baseline)"):
