@@ -80,6 +80,7 @@ def export(
     else:
         intro = f"hac's own `{arch.name}` ({arch.paper}), trained by `hac.train` on {config.device}."
     aux_text = f", aux Adam {config.aux_lr:g}" if has_aux else ""
+    logit_text = f", logit distance weighted {config.purify_logit_weight:g}" if config.purify_logit_weight else ""
     lines = [
         f"# {stem}",
         "",
@@ -97,8 +98,7 @@ def export(
            f"{config.adv_objective} objective(s), {config.adv_fraction:g} of each batch (`hac.adversarial_training`) |"]
           if config.adversarial else []),
         *([f"| purifier fine-tuning | `{config.purify_attack}` on `{config.purify_against}` (its own clean predictions), "
-           f"{config.purify_fraction:g} of each batch, clean targets (`--purify-against`)"
-           + (f", logit distance weighted {config.purify_logit_weight:g}" if config.purify_logit_weight else "") + " |"] if config.purify_against else []),
+           f"{config.purify_fraction:g} of each batch, clean targets (`--purify-against`){logit_text} |"] if config.purify_against else []),
         *([f"| held out | the images listed in `{config.exclude}` |"] if config.exclude else []),
         f"| file | `{weights_path.name}`, {weights_path.stat().st_size / 1e6:.1f} MB{' (transforms in float16)' if half else ''} |",
         f"| exported | {_dt.date.today().isoformat()} |",
