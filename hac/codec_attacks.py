@@ -67,6 +67,7 @@ __all__ = [
     "measure",
     "evaluate_codec_attack",
     "run_codec_attacks",
+    "worst_case",
 ]
 
 logger = logging.getLogger(__name__)
@@ -468,3 +469,43 @@ def run_codec_attacks(
 
 def _relabel(result: CodecAttackResult, label: str) -> CodecAttackResult:
     return CodecAttackResult(**{**{f.name: getattr(result, f.name) for f in fields(result)}, "codec": label})
+
+
+_MEASURES: dict[str, Callable[[Mapping], float]] = {
+    "psnr_drop_pct": lambda row: row["psnr_drop_pct"],
+    "bit_increase": lambda row: row["bpp_ratio"] - 1,
+    "added_rd_cost": lambda row: row["adv_rd_cost"] - row["clean_rd_cost"],
+}
+
+
+def worst_case(rows: Sequence[Mapping]) -> list[dict]:
+    """Per codec and eps: each measure's worst value over all the attacks run, and the attack that gave it.
+
+    An attacker picks whichever attack hurts most, and a surrogate can misrank them (JPEG's
+    stand-in rates PGD's iterates above a brightness shift that the real JPEG suffers more
+    from), so the worst case is taken on the real codec's numbers, measure by measure, over every
+    method and objective: ``psnr_drop_pct``, ``bit_increase`` (``bpp_ratio - 1``) and, when the
+    rows carry R-D costs (:meth:`hac.adversarial_training.RobustnessReport.rows`),
+    ``added_rd_cost``. Every codec after the first also gets ``<measure>_change_pct`` against the
+    first codec's worst case at the same eps (before/after fine-tuning).
+
+    Args:
+        rows: :meth:`CodecAttackResult.summary` rows, or the report's rows.
+    """
+    groups: dict[tuple, list[Mapping]] = {}
+    for row in rows:
+        groups.setdefault((row["codec"], row["eps_255"]), []).append(row)
+    measures = [name for name in _MEASURES if name != "added_rd_cost" or all("adv_rd_cost" in row for row in rows)]
+    worst: dict[tuple, dict] = {}
+    first_codec = rows[0]["codec"] if rows else None
+    for (codec, eps), group in groups.items():
+        entry = {"codec": codec, "eps_255": eps, "attacks": len(group)}
+        for name in measures:
+            top = max(group, key=_MEASURES[name])
+            entry[name], entry[f"{name}_attack"] = _MEASURES[name](top), f"{top['method']} {top['objective']}"
+        base = worst.get((first_codec, eps))
+        if codec != first_codec and base is not None:
+            for name in measures:
+                entry[f"{name}_change_pct"] = 100 * (entry[name] - base[name]) / base[name] if base[name] else float("nan")
+        worst[codec, eps] = entry
+    return list(worst.values())

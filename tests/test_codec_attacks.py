@@ -475,6 +475,29 @@ def tiny_folder(tmp_path, photo_dir):
     return folder
 
 
+def test_worst_case_takes_each_measure_from_the_attack_that_hurts_most() -> None:
+    from hac.codec_attacks import worst_case
+
+    def row(codec, method, objective, drop, ratio, clean=1.0, adv=None):
+        return {"codec": codec, "method": method, "objective": objective, "eps_255": 4.0, "psnr_drop_pct": drop,
+                "bpp_ratio": ratio, **({"clean_rd_cost": clean, "adv_rd_cost": adv} if adv is not None else {})}  # fmt: skip
+
+    rows = [row("a", "pgd", "distortion", 8.0, 0.98, adv=1.7), row("a", "shift", "distortion", 5.0, 1.0, adv=1.4),
+            row("a", "pgd", "rate", 1.0, 1.5, adv=1.5), row("b", "pgd", "distortion", 4.0, 0.97, adv=1.3),
+            row("b", "shift", "distortion", 4.5, 1.0, adv=1.4), row("b", "pgd", "rate", -1.0, 1.25, adv=1.2)]  # fmt: skip
+    first, second = worst_case(rows)
+    assert (first["psnr_drop_pct"], first["psnr_drop_pct_attack"]) == (8.0, "pgd distortion")
+    assert first["bit_increase"] == pytest.approx(0.5) and first["bit_increase_attack"] == "pgd rate"
+    assert first["added_rd_cost"] == pytest.approx(0.7) and "added_rd_cost_change_pct" not in first
+    assert (second["psnr_drop_pct"], second["psnr_drop_pct_attack"]) == (4.5, "shift distortion")  # the shift beat PGD here
+    assert second["added_rd_cost_attack"] == "shift distortion" and second["attacks"] == 3
+    assert second["psnr_drop_pct_change_pct"] == pytest.approx(-43.75)
+    assert second["bit_increase_change_pct"] == pytest.approx(-50.0)
+    assert second["added_rd_cost_change_pct"] == pytest.approx(100 * (0.4 / 0.7 - 1))
+    without_costs = worst_case([{k: v for k, v in r.items() if "rd_cost" not in k} for r in rows])
+    assert "added_rd_cost" not in without_costs[0]
+
+
 def test_cli_attacks_writes_and_skips(tiny_folder, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     code = main([
@@ -485,7 +508,8 @@ def test_cli_attacks_writes_and_skips(tiny_folder, tmp_path, capsys) -> None:
     assert code == 0, captured.err
     assert "skipped bmshj2018-factorized:q=1" in captured.err  # no weights offline: skipped, not a crash
     assert "skipped webp:q=50 rate" in captured.err
-    assert captured.out.count("jpeg:q=25") == 4
+    per_attack, worst = captured.out.split("worst case over the attacks")
+    assert per_attack.count("jpeg:q=25") == 4 and worst.count("jpeg:q=25") == 2  # one worst case per eps
     with open(out / "codec_attack.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert {(r["objective"], float(r["eps_255"])) for r in rows} == {(o, e) for o in ("distortion", "rate") for e in (2.0, 4.0)}
@@ -544,6 +568,12 @@ def test_cli_compares_codecs_with_their_rd_cost(tiny_folder, tmp_path, capsys) -
         expected = 100 * (new["adv_rd_cost"] - old["adv_rd_cost"]) / old["adv_rd_cost"]
         assert float(change["adv_rd_cost_change_pct"]) == pytest.approx(expected, rel=1e-6)
         assert f"attacked R-D cost {expected:+.1f} %" in captured.out
+    with open(out / "worst_case.csv") as handle:  # over both objectives, per version
+        worst = {row["codec"]: row for row in csv.DictReader(handle)}
+    added = {spec: max(costs[spec, o]["adv_rd_cost"] - costs[spec, o]["clean_rd_cost"] for o in ("distortion", "rate")) for spec in specs}
+    assert float(worst[specs[0]]["added_rd_cost"]) == pytest.approx(added[specs[0]], rel=1e-9)
+    assert float(worst[specs[1]]["added_rd_cost_change_pct"]) == pytest.approx(100 * (added[specs[1]] / added[specs[0]] - 1), rel=1e-6)
+    assert worst[specs[0]]["bit_increase_attack"] == "fgsm rate" and worst[specs[0]]["added_rd_cost_change_pct"] == ""
 
 
 @pytest.mark.parametrize(
@@ -554,6 +584,7 @@ def test_cli_compares_codecs_with_their_rd_cost(tiny_folder, tmp_path, capsys) -
         (["--objective", "psnr"], "unknown codec-attack objective 'psnr'"),
         (["--crop", "0"], "--crop must be a positive size"),
         (["--lmbda", "0"], "--lmbda must be positive"),
+        (["--method", "pgd,cw"], "--method 'pgd,cw': choose one or more of pgd, fgsm, noise, shift"),
     ],
 )
 def test_cli_bad_settings_give_one_clear_line(tiny_folder, capsys, args, message) -> None:

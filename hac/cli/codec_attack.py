@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 
-from ..codec_attacks import METHODS, OBJECTIVES, STARTS, CodecAttackResult, CodecAttackSettings, check_objective, run_codec_attacks
+from ..codec_attacks import (
+    METHODS, OBJECTIVES, STARTS, CodecAttackResult, CodecAttackSettings, check_objective, run_codec_attacks, worst_case,
+)  # fmt: skip
 from ..codecs import create_codec
 from ..hub import MissingWeightsError
 from ..images import list_images, load_image
@@ -44,8 +46,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--codecs", required=True, nargs="+", metavar="SPEC", help="codec specs, e.g. jpeg:q=25 hac-hyperprior:q=3")
     parser.add_argument("--eps", default="4/255", help="comma-separated L-inf budgets, e.g. 1/255,2/255,4/255,8/255 (default 4/255)")
     parser.add_argument("--objective", default="distortion,rate", help=f"comma-separated: {', '.join(OBJECTIVES)} (default both)")
-    parser.add_argument("--method", default="pgd", choices=METHODS, help="pgd (default), fgsm, noise (random-sign baseline) or shift (brightness moved by eps: the floor of "
-                        "a codec that reproduces its input)")
+    parser.add_argument("--method", default="pgd", help="comma-separated: pgd (default), fgsm, noise (random-sign baseline), shift (brightness "
+                        "moved by eps: the floor of a codec that reproduces its input)")
     parser.add_argument("--steps", type=int, default=10, help="PGD iterations (default 10)")
     parser.add_argument("--alpha", help="PGD step size, e.g. 1/255 (default 2.5*eps/steps)")
     parser.add_argument("--starts", default="zero,shift",
@@ -101,13 +103,22 @@ def load_folder(folder: Path, limit: int | None = None, crop: int | None = None)
     return images
 
 
+def _methods(text: str) -> list[str]:
+    methods = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"--method {text!r}: choose one or more of {', '.join(METHODS)}")
+    return methods
+
+
 def _settings(args: argparse.Namespace) -> list[CodecAttackSettings]:
     objectives = [o.strip() for o in args.objective.split(",") if o.strip()]
     if not objectives:
         raise ValueError(f"--objective needs at least one of {', '.join(OBJECTIVES)}")
     alpha = _number(args.alpha, "--alpha") if args.alpha else None
     return [
-        CodecAttackSettings(objective, eps, args.method, args.steps, alpha, args.starts)
+        CodecAttackSettings(objective, eps, method, args.steps, alpha, args.starts)
+        for method in _methods(args.method)
         for objective in objectives
         for eps in parse_eps_list(args.eps)
     ]
@@ -144,12 +155,14 @@ def _plot(results: list[CodecAttackResult], out: Path) -> list[Path]:
             continue
         figure = Figure(figsize=(11, 4.8), layout="constrained")
         axes = figure.subplots(1, 2)
-        for codec in dict.fromkeys(row["codec"] for row in chosen):
-            rows = sorted((row for row in chosen if row["codec"] == codec), key=lambda row: row["eps_255"])
+        methods = list(dict.fromkeys(row["method"] for row in chosen))
+        for codec, method in dict.fromkeys((row["codec"], row["method"]) for row in chosen):
+            rows = sorted((row for row in chosen if (row["codec"], row["method"]) == (codec, method)), key=lambda row: row["eps_255"])
             eps = [row["eps_255"] for row in rows]
-            axes[0].plot(eps, [row["psnr_drop_pct"] for row in rows], marker="o", label=codec)
-            axes[1].plot(eps, [row["bpp_ratio"] for row in rows], marker="o", label=codec)
-        method = chosen[0]["method"]
+            label = codec if len(methods) == 1 else f"{codec} ({method})"
+            axes[0].plot(eps, [row["psnr_drop_pct"] for row in rows], marker="o", label=label)
+            axes[1].plot(eps, [row["bpp_ratio"] for row in rows], marker="o", label=label)
+        method = ", ".join(methods)
         axes[0].set(title=f"{objective} attack ({method}): PSNR drop", xlabel="ε (x 1/255)", ylabel="PSNR drop vs clean (%)")
         axes[1].set(title=f"{objective} attack ({method}): bitrate", xlabel="ε (x 1/255)", ylabel="attacked bpp / clean bpp")
         axes[1].axhline(1.0, color="grey", lw=0.8, ls="--")
@@ -182,6 +195,19 @@ def _compare(results: list[CodecAttackResult], lmbda: float) -> tuple[list[dict]
             f"clean bpp {change['clean_bpp_change_pct']:+.1f} %, clean PSNR {change['clean_psnr_change_db']:+.2f} dB"
         )
     return report.rows(), changes
+
+
+def _print_worst(worst: list[dict], width: int) -> None:
+    print("\nworst case over the attacks, measure by measure, from the real codec:")
+    for row in worst:
+        parts = [f"drop {row['psnr_drop_pct']:.2f} % ({row['psnr_drop_pct_attack']})",
+                 f"bpp x{1 + row['bit_increase']:.3f} ({row['bit_increase_attack']})"]  # fmt: skip
+        if "added_rd_cost" in row:
+            parts.append(f"added R-D cost {row['added_rd_cost']:.4f} ({row['added_rd_cost_attack']})")
+        changes = [f"{name} {row[name + '_change_pct']:+.1f} %" for name in ("psnr_drop_pct", "bit_increase", "added_rd_cost")
+                   if name + "_change_pct" in row]  # fmt: skip
+        line = f"{row['codec']:<{width}} {row['eps_255']:>5g}/255 " + ", ".join(parts)
+        print(line + (f"; vs the first codec: {', '.join(changes)}" if changes else ""))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -217,6 +243,11 @@ def run(args: argparse.Namespace) -> int:
     if not results:
         print("no codec could be attacked (see the reasons above)", file=sys.stderr)
     comparison = _compare(results, args.lmbda) if args.lmbda is not None and results else None
+    worst = worst_case(comparison[0] if comparison else [result.summary() for result in results])
+    if any(row["attacks"] > 1 for row in worst):
+        _print_worst(worst, width)
+    else:
+        worst = None  # one attack per codec and eps: the table above is the worst case
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         with open(args.out / "codec_attack.csv", "w", newline="") as handle:
@@ -236,13 +267,17 @@ def run(args: argparse.Namespace) -> int:
                 "skipped": skipped,
                 "results": [result.to_dict() for result in results],
                 **({"lmbda": args.lmbda, "rd_costs": comparison[0], "changes_vs_first": comparison[1]} if comparison else {}),
+                **({"worst_case": worst} if worst else {}),
             },
         )
-        if comparison and comparison[1]:
-            with open(args.out / "changes_vs_first.csv", "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(comparison[1][0]))
-                writer.writeheader()
-                writer.writerows(comparison[1])
+        tables = []
+        for name, table in (("changes_vs_first.csv", comparison[1] if comparison else None), ("worst_case.csv", worst)):
+            if table:
+                with open(args.out / name, "w", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in table for key in row)))
+                    writer.writeheader()
+                    writer.writerows(table)
+                tables.append(name)
         plots = _plot(results, args.out) if results else []
-        print(f"wrote {args.out}/codec_attack.csv, codec_attack.json" + "".join(f", {p.name}" for p in plots))
+        print(f"wrote {args.out}/codec_attack.csv, codec_attack.json" + "".join(f", {name}" for name in tables + [p.name for p in plots]))
     return 0
