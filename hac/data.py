@@ -44,6 +44,7 @@ __all__ = [
     "ClassSubset",
     "open_dataset",
     "select_ids",
+    "read_id_lines",
     "read_ids_file",
     "load_batch",
     "iter_batches",
@@ -297,18 +298,27 @@ def select_ids(ids: Sequence[str], limit: int | None = None, seed: int = 0) -> l
     return sorted(random.Random(seed).sample(ordered, limit))
 
 
-def read_ids_file(path: str | Path, dataset: Dataset) -> list[str]:
-    """Image ids listed one per line in ``path`` (``#`` comments allowed), checked against ``dataset``.
+def read_id_lines(path: str | Path) -> list[str]:
+    """The ids listed one per line in ``path``, in order: ``#`` comments and blank lines skipped, repeats dropped.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: empty, or it names ids the dataset does not hold.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image id list not found: {path}")
     wanted = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
-    wanted = list(dict.fromkeys(w for w in wanted if w))
+    return list(dict.fromkeys(w for w in wanted if w))
+
+
+def read_ids_file(path: str | Path, dataset: Dataset) -> list[str]:
+    """Image ids listed one per line in ``path`` (:func:`read_id_lines`), checked against ``dataset``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: empty, or it names ids the dataset does not hold.
+    """
+    wanted = read_id_lines(path)
     if not wanted:
         raise ValueError(f"image id list {path} is empty")
     known = set(dataset.ids)

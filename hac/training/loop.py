@@ -25,6 +25,7 @@ from typing import Mapping
 
 import torch
 
+from ..data import read_id_lines
 from .architectures import ARCHITECTURES, build_model, rd_loss, split_parameters
 from .checkpoint import atomic_save, load_checkpoint, load_model_weights, restore_training_state, training_state
 from .config import TrainConfig, lr_factor
@@ -163,7 +164,7 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
         config.architecture, sizes, n_params / 1e6, config.lmbda, config.crop,
         config.batch_size, step, config.steps, config.lr, torch.get_num_threads(),
     )
-    bank = ImageBank(config.data, config.crop, _excluded(config.exclude))
+    bank = ImageBank(config.data, config.crop, read_id_lines(config.exclude) if config.exclude else [])
     metrics_path = run_dir / "metrics.jsonl"
     ckpt_path = run_dir / "checkpoint.pt"
 
@@ -264,11 +265,3 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
     if stop.signal is None and not timed_out and config.eval_dir and not (config.eval_every and step % config.eval_every == 0):
         evaluate()
     return ckpt_path
-
-
-def _excluded(path: str | None) -> list[str]:
-    """The image paths listed in ``path`` (one per line; blank lines and ``#`` comments skipped)."""
-    if not path:
-        return []
-    lines = Path(path).read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
