@@ -51,8 +51,12 @@ def training_state(
     aux_optimizer: torch.optim.Optimizer | None,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     generator: torch.Generator,
+    discriminator: nn.Module | None = None,
+    disc_optimizer: torch.optim.Optimizer | None = None,
 ) -> dict:
-    """Everything a resumed run needs, as the checkpoint dict."""
+    """Everything a resumed run needs, as the checkpoint dict (with a realism run's discriminator)."""
+    realism = {} if discriminator is None else {
+        "discriminator": discriminator.state_dict(), "disc_optimizer": disc_optimizer.state_dict()}
     return {
         "format": CHECKPOINT_FORMAT,
         "config": dataclasses.asdict(config),
@@ -62,6 +66,7 @@ def training_state(
         "aux_optimizer": aux_optimizer.state_dict() if aux_optimizer is not None else None,
         "scheduler": scheduler.state_dict(),
         "rng": {"torch": torch.get_rng_state(), "data": generator.get_state()},
+        **realism,
     }
 
 
@@ -74,6 +79,8 @@ def restore_training_state(
     aux_optimizer: torch.optim.Optimizer | None,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     generator: torch.Generator,
+    discriminator: nn.Module | None = None,
+    disc_optimizer: torch.optim.Optimizer | None = None,
 ) -> int:
     """Load a :func:`training_state` dict (read from ``source``) back in place; returns its step.
 
@@ -87,6 +94,11 @@ def restore_training_state(
     if aux_optimizer is not None:
         aux_optimizer.load_state_dict(ckpt["aux_optimizer"])
         _restart_dropped_first_moments(aux_optimizer)
+    if discriminator is not None:
+        check_state_dict(discriminator, ckpt["discriminator"], f"{source} (discriminator)")
+        discriminator.load_state_dict(ckpt["discriminator"])
+        disc_optimizer.load_state_dict(ckpt["disc_optimizer"])
+        _restart_dropped_first_moments(disc_optimizer)
     scheduler.load_state_dict(ckpt["scheduler"])
     torch.set_rng_state(ckpt["rng"]["torch"])
     generator.set_state(ckpt["rng"]["data"])
@@ -214,6 +226,7 @@ def compact_training_state(ckpt: Mapping) -> dict:
         "model": half_precision(ckpt["model"]),
         "optimizer": compact_optimizer(ckpt["optimizer"]),
         "aux_optimizer": compact_optimizer(ckpt["aux_optimizer"]),
+        **({"disc_optimizer": compact_optimizer(ckpt["disc_optimizer"])} if "disc_optimizer" in ckpt else {}),
         "compact": "model transforms float16, entropy models float32, Adam second moments bfloat16, first moments dropped",
     }
 

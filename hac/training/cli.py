@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
         "--purify-attack": (str, "the attack on the classifier, an attack spec"),
         "--purify-fraction": (float, "share of each batch attacked on the classifier"),
         "--purify-logit-weight": (float, "weight of the classifier-logit distance in the purifier's loss (HGD; 0: pixels only)"),
+        "--realism-weight": (float, "realism fine-tune of the decoder (encoder frozen): weight of the GAN loss (0: off)"),
+        "--realism-feature-weight": (float, "weight of discriminator feature matching in the realism fine-tune"),
+        "--disc-lr": (float, "discriminator Adam learning rate"), "--disc-width": (int, "discriminator first-layer channels"),
         "--exclude": (str, "file of image paths (relative to --data) to leave out, e.g. an evaluation's image_ids.txt"),
     }
     run.add_argument("--adversarial", action="store_true", default=None,

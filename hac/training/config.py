@@ -50,6 +50,11 @@ class TrainConfig:
             (:func:`hac.adversarial_training.logit_distance`).
         exclude: a file of image paths relative to ``data``, one per line, left out of training
             (e.g. an evaluation's ``image_ids.txt``).
+        realism_weight, realism_feature_weight, disc_lr, disc_width: realism fine-tuning of a mean-scale
+            hyperprior's decoder (:mod:`hac.training.realism`; 0: off): the encoder and entropy models are
+            frozen (the bitstreams stay the same), and ``g_s`` learns against a patch discriminator
+            (Adam ``disc_lr``, first layer ``disc_width`` channels), with weight
+            ``realism_weight`` on the GAN loss and ``realism_feature_weight`` on feature matching.
     """
 
     data: str
@@ -89,6 +94,10 @@ class TrainConfig:
     purify_fraction: float = 0.75
     purify_logit_weight: float = 0.0
     exclude: str | None = None
+    realism_weight: float = 0.0
+    realism_feature_weight: float = 1.0
+    disc_lr: float = 4e-4
+    disc_width: int = 64
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad value."""
@@ -96,6 +105,13 @@ class TrainConfig:
         if self.adversarial and self.purify_against:
             raise ValueError("--adversarial (attacks on the codec) and --purify-against (attacks on a classifier) "
                              "are separate fine-tunes; choose one")
+        if self.realism_weight < 0 or self.realism_feature_weight < 0 or self.disc_lr <= 0 or self.disc_width <= 0:
+            raise ValueError(f"realism_weight={self.realism_weight} and realism_feature_weight={self.realism_feature_weight} "
+                             f"must be >= 0, disc_lr={self.disc_lr} and disc_width={self.disc_width} positive")
+        if self.realism_weight and (self.adversarial or self.purify_against or self.architecture != "mbt2018-mean"):
+            raise ValueError("--realism-weight fine-tunes the decoder of an mbt2018-mean codec on clean inputs; "
+                             "it does not combine with --adversarial or --purify-against, nor with "
+                             f"architecture {self.architecture!r}")
         if not 0 <= self.purify_fraction <= 1:
             raise ValueError(f"purify_fraction={self.purify_fraction} must be in [0, 1]")
         if self.purify_logit_weight < 0 or (self.purify_logit_weight and not self.purify_against):

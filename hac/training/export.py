@@ -99,6 +99,9 @@ def export(
           if config.adversarial else []),
         *([f"| purifier fine-tuning | `{config.purify_attack}` on `{config.purify_against}` (its own clean predictions), "
            f"{config.purify_fraction:g} of each batch, clean targets (`--purify-against`){logit_text} |"] if config.purify_against else []),
+        *([f"| realism fine-tuning | decoder only (encoder and entropy models frozen: the same bitstreams), GAN loss "
+           f"weighted {config.realism_weight:g} + feature matching {config.realism_feature_weight:g} against a "
+           f"patch discriminator (`hac.training.realism`, Adam {config.disc_lr:g}) |"] if config.realism_weight else []),
         *([f"| held out | the images listed in `{config.exclude}` |"] if config.exclude else []),
         f"| file | `{weights_path.name}`, {weights_path.stat().st_size / 1e6:.1f} MB{' (transforms in float16)' if half else ''} |",
         f"| exported | {_dt.date.today().isoformat()} |",

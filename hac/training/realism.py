@@ -1,0 +1,124 @@
+"""Realism fine-tuning of a CompressAI codec's decoder, after HiFiC's recipe (Mentzer et al., NeurIPS 2020).
+
+The encoder, hyperprior and entropy models stay frozen, so every image keeps exactly the bitstream it had
+before; only the synthesis transform ``g_s`` learns, decoding the real quantised latents ŷ against a patch
+discriminator D (:class:`PatchDiscriminator`). The decoder's loss is
+
+    λ·255²·MSE(x̂, x) + weight · softplus(−D(x̂)) + feature_weight · mean_l |D_l(x̂) − D_l(x)|₁
+
+(non-saturating GAN loss, plus pix2pixHD-style feature matching on the discriminator's layers, which
+steadies the first steps), and the discriminator's ``softplus(−D(x)) + softplus(D(x̂))``. HiFiC's
+perceptual (LPIPS) term is left out: its networks are not on this machine.
+
+Why it belongs in hac: "Keep It Real" (2025) found that only high-realism codecs keep much accuracy under
+adaptive attacks, and an MSE codec blurs the texture that ImageNet classifiers lean on, so at the same
+rate it costs more clean accuracy than JPEG does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "PatchDiscriminator", "quantized_latents", "freeze_all_but_decoder",
+    "discriminator_loss", "generator_terms", "realism_step",
+]
+
+
+class PatchDiscriminator(nn.Module):
+    """A patch discriminator: four 4×4 convolutions (stride 2, 2, 2, 1; ``width``·1/2/4/8 channels) with leaky
+    ReLUs, then a 1×1 convolution to one logit per ~70 px patch.
+
+    Unconditional, and without spectral normalisation, unlike HiFiC's: in a short fine-tune from an MSE codec
+    (q1 on 192 px ImageNet crops, Adam 4e-4), a discriminator conditioned on ŷ, or spectrally normalised, still
+    gave every real and decoded crop the same logit after 80 steps (a loss of log 4), while this one had
+    begun to separate them.
+
+    Args:
+        width: channels of the first layer.
+    """
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        channels = [3, width, 2 * width, 4 * width, 8 * width]
+        self.layers = nn.ModuleList(
+            nn.Conv2d(c_in, c_out, 4, stride=2 if i < 3 else 1, padding=1)
+            for i, (c_in, c_out) in enumerate(zip(channels, channels[1:]))
+        )
+        self.head = nn.Conv2d(8 * width, 1, 1)
+
+    def forward(self, image: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Patch logits for ``image`` (N, 3, H, W) in [0, 1], and each layer's features."""
+        h = image * 2 - 1
+        features = []
+        for layer in self.layers:
+            h = F.leaky_relu(layer(h), 0.2)
+            features.append(h)
+        return self.head(h), features
+
+
+@torch.no_grad()
+def quantized_latents(model: nn.Module, x: Tensor) -> Tensor:
+    """ŷ exactly as the decoder receives it from the real bitstream: z and y rounded (around the medians and
+    the predicted means), not the noisy training relaxation. ``model`` is a mean-scale hyperprior."""
+    y = model.g_a(x)
+    z = model.h_a(y)
+    z_hat = model.entropy_bottleneck.quantize(z, "dequantize", model.entropy_bottleneck._get_medians())
+    _, means = model.h_s(z_hat).chunk(2, 1)
+    return model.gaussian_conditional.quantize(y, "dequantize", means)
+
+
+def freeze_all_but_decoder(model: nn.Module) -> list[nn.Parameter]:
+    """Freeze everything but the synthesis transform ``g_s`` and return its parameters.
+
+    Raises:
+        ValueError: the model has no ``g_s`` or no Gaussian means (not a mean-scale hyperprior).
+    """
+    if not hasattr(model, "g_s") or not hasattr(model, "gaussian_conditional") or not hasattr(model, "h_s"):
+        raise ValueError(f"realism fine-tuning needs a mean-scale hyperprior (g_a, h_a, h_s, g_s); got {type(model).__name__}")
+    model.requires_grad_(False)
+    model.g_s.requires_grad_(True)
+    return list(model.g_s.parameters())
+
+
+def discriminator_loss(discriminator: nn.Module, x: Tensor, x_hat: Tensor) -> Tensor:
+    """The discriminator's loss: real crops toward positive logits, reconstructions (detached) toward negative."""
+    real, _ = discriminator(x)
+    fake, _ = discriminator(x_hat.detach().clamp(0, 1))
+    return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+
+def generator_terms(
+    discriminator: nn.Module, x: Tensor, x_hat: Tensor, lmbda: float, weight: float, feature_weight: float,
+) -> dict[str, Tensor]:
+    """The decoder's loss (see the module docstring) and its parts: ``loss``, ``mse``, ``gan``, ``features``."""
+    fake, fake_features = discriminator(x_hat)
+    with torch.no_grad():
+        _, real_features = discriminator(x)
+    mse = F.mse_loss(x_hat, x)
+    gan = F.softplus(-fake).mean()
+    features = torch.stack([F.l1_loss(f, r) for f, r in zip(fake_features, real_features)]).mean()
+    loss = lmbda * 255**2 * mse + weight * gan + feature_weight * features
+    return {"loss": loss, "mse": mse, "gan": gan, "features": features}
+
+
+def realism_step(
+    model: nn.Module, discriminator: nn.Module, disc_optimizer: torch.optim.Optimizer, x: Tensor,
+    lmbda: float, weight: float, feature_weight: float,
+) -> dict[str, Tensor]:
+    """One discriminator update on the batch ``x``, then the decoder's terms (to backpropagate) plus ``disc``,
+    the discriminator's loss before its update. The discriminator gets no gradient from the decoder's loss."""
+    y_hat = quantized_latents(model, x)
+    x_hat = model.g_s(y_hat)
+    disc_optimizer.zero_grad(set_to_none=True)
+    disc = discriminator_loss(discriminator, x, x_hat)
+    disc.backward()
+    disc_optimizer.step()
+    discriminator.requires_grad_(False)
+    try:
+        terms = generator_terms(discriminator, x, x_hat, lmbda, weight, feature_weight)
+    finally:
+        discriminator.requires_grad_(True)
+    return {**terms, "disc": disc.detach()}
