@@ -31,10 +31,10 @@ class PatchDiscriminator(nn.Module):
     """A patch discriminator: four 4×4 convolutions (stride 2, 2, 2, 1; ``width``·1/2/4/8 channels) with leaky
     ReLUs, then a 1×1 convolution to one logit per ~70 px patch.
 
-    Unconditional, and without spectral normalisation, unlike HiFiC's: in a short fine-tune from an MSE codec
-    (q1 on 192 px ImageNet crops, Adam 4e-4), a discriminator conditioned on ŷ, or spectrally normalised, still
-    gave every real and decoded crop the same logit after 80 steps (a loss of log 4), while this one had
-    begun to separate them.
+    Unconditional, and without spectral normalisation, unlike HiFiC's. Trained alone for 80 steps on q1's
+    real and decoded 192 px ImageNet crops (Adam 4e-4), one conditioned on ŷ still gave both the same logit
+    (loss log 4 = 1.386, with or without spectral normalisation), an unconditional spectrally normalised one
+    was at 1.385, and this one at 1.361, with its real and decoded logits apart (0.42 against 0.24).
 
     Args:
         width: channels of the first layer.
