@@ -40,7 +40,7 @@ from typing import Any
 
 from .eval_config import BASELINE, Cell, EvalConfig, config_hash
 
-__all__ = ["Results", "SUMMARY_COLUMNS", "WORST_CASE_COLUMNS", "package_versions"]
+__all__ = ["Results", "SUMMARY_COLUMNS", "WORST_CASE_COLUMNS", "csv_text", "package_versions"]
 
 SUMMARY_COLUMNS = (
     "classifier", "threat", "attack", "eps_255", "codec", "quality", "rounds", "images",
@@ -268,8 +268,8 @@ class Results:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         files = {
-            "summary.csv": _csv(self.summary_rows(), SUMMARY_COLUMNS),
-            "worst_case.csv": _csv(self.worst_case_rows(), WORST_CASE_COLUMNS),
+            "summary.csv": csv_text(self.summary_rows(), SUMMARY_COLUMNS),
+            "worst_case.csv": csv_text(self.worst_case_rows(), WORST_CASE_COLUMNS),
             "results.json": json.dumps(self.to_json(), indent=2, allow_nan=False),
             "image_ids.txt": "".join(f"{i}\n" for i in self.image_ids),
         }
@@ -291,7 +291,8 @@ def _format(value: Any) -> Any:
     return value
 
 
-def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:
+def csv_text(rows: list[dict], columns: tuple[str, ...]) -> str:
+    """``rows`` as CSV text with ``columns`` (empty cells for None, floats to 6 significant digits)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

@@ -432,6 +432,27 @@ def test_cli_runs_the_smoke_preset(folder, tmp_path, capsys):
     assert "0 units computed, 2 taken from the store" in printed and "attack calls: 1 (a cell-by-cell run needs 2)" in printed
 
 
+def test_cli_compares_codecs_image_by_image(folder, tmp_path, capsys):
+    config = tmp_path / "two.yaml"
+    config.write_text("name: two\nbatch_size: 3\ncodecs: [jpeg:q=10, jpeg:q=90]\nattacks: [fgsm:eps=4/255]\n")
+    out = tmp_path / "run"
+    args = ["eval", "--config", str(config), "--data", str(folder), "--out", str(out), "--no-plots"]
+    assert main([*args, "--compare-to", "webp:q=50"]) == 2  # refused before anything runs
+    assert "'webp:q=50' is not a codec of this evaluation; its codecs: jpeg:q=10, jpeg:q=90" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*args, "--compare-to", "jpeg:q=90"]) == 0
+    assert "against jpeg:q=90, image by image" in capsys.readouterr().out
+    lines = (out / "paired.csv").read_text().splitlines()
+    assert lines[0].startswith("classifier,threat,attack,rounds,measure,codec,reference,images,accuracy")
+    rows = [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
+    assert [(r["codec"], r["measure"]) for r in rows] == [("jpeg:q=10", "defended"), ("jpeg:q=10", "clean_defended")]
+    store = [r for r in _store_lines(out) if r["kind"] == "row"]
+    cells = {c.codec: c.id for c in load_config(config).cells() if not c.is_baseline}
+    outcome = {(r["c"], r["i"]): r["def"] for r in store if "def" in r}  # baseline rows have none
+    only_low = sum(outcome[cells["jpeg:q=10"], i] > outcome[cells["jpeg:q=90"], i] for i in [r["i"] for r in store if r["c"] == cells["jpeg:q=10"]])
+    assert int(rows[0]["only_codec"]) == only_low and int(rows[0]["images"]) == len(PHOTOS)
+
+
 def test_cli_errors_are_one_line(folder, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\ncodecs: [jpeg:q=50]\nattacks:\n  - {name: pgd, eps: -1}\n")

@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 from ..eval_config import PRESETS, load_config
+from ..eval_results import csv_text
 from ..evaluate import evaluate
+from ..paired import PAIRED_COLUMNS, check_reference, paired_rows
 from ..plots import make_plots
 from ..results_store import STORE_FILENAME
 
-__all__ = ["add_parser", "run", "format_summary", "format_worst_case"]
+__all__ = ["add_parser", "run", "format_summary", "format_worst_case", "format_paired"]
 
 _SHOWN_ROWS = 60
 
@@ -34,6 +36,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary table (for scripts)")
+    parser.add_argument("--compare-to", metavar="CODEC",
+                        help="compare every codec with this one image by image (e.g. jpeg:q=25): accuracy difference, "
+                        "its 95%% interval and McNemar's p-value, in paired.csv; on a finished run this only reads the store")
     parser.set_defaults(run=run)
 
 
@@ -77,6 +82,22 @@ def format_worst_case(rows: list[dict], limit: int = _SHOWN_ROWS) -> str:
     return "\n".join(["worst case over attacks (per image):", *lines])
 
 
+def format_paired(rows: list[dict], limit: int = _SHOWN_ROWS) -> str:
+    """The paired comparisons as a text table."""
+    if not rows:
+        return ""
+    header = ("threat", "attack", "rnd", "measure", "codec", "n", "acc", "ref acc", "diff", "95% interval", "only/ref", "p")
+    lines = _table(header, [
+        (row["threat"], row["attack"], str(row["rounds"]), row["measure"], row["codec"], str(row["images"]),
+         _cell(row["accuracy"]), _cell(row["reference_accuracy"]), f"{row['difference']:+.3f}",
+         f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]", f"{row['only_codec']}/{row['only_reference']}", f"{row['p_value']:.3g}")
+        for row in rows[:limit]
+    ])
+    if len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more rows in paired.csv")
+    return "\n".join([f"against {rows[0]['reference']}, image by image (only/ref: images right only with the codec / only with the reference):", *lines])
+
+
 class _Bar:
     """tqdm driven by evaluate's progress(done, total, message)."""
 
@@ -106,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be a positive integer, got {args.limit}")
     config = load_config(args.config if args.config is not None else args.preset)
+    if args.compare_to is not None:
+        check_reference(config.cells(), args.compare_to)
     bar = None if args.quiet else _Bar()
     try:
         results = evaluate(config, args.out, bar, data=args.data, limit=args.limit, device=args.device)
@@ -113,6 +136,13 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     written = results.write(args.out)
+    paired = paired_rows(results, args.compare_to) if args.compare_to is not None else []
+    if args.compare_to is not None:
+        path = args.out / "paired.csv"
+        tmp = path.with_name("paired.csv.tmp")
+        tmp.write_text(csv_text(paired, PAIRED_COLUMNS))
+        tmp.replace(path)
+        written.append(path)
     if not args.no_plots:
         written += make_plots(results, args.out)
     if args.quiet:
@@ -122,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
     worst = format_worst_case(results.worst_case_rows())
     if worst:
         print(f"\n{worst}")
+    if paired:
+        print(f"\n{format_paired(paired)}")
     print(f"\n{len(results.image_ids) - len(results.skipped_images)} images evaluated"
           f"{f', {len(results.skipped_images)} unreadable and skipped' if results.skipped_images else ''}; "
           f"{run_info['units_computed']} units computed, {run_info['units_reused_from_store']} taken from the store, "
