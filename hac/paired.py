@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+from pathlib import Path
 from typing import Iterable
 
 from .eval_config import Cell
-from .eval_results import Results
+from .eval_results import Results, csv_text
 
-__all__ = ["PAIRED_COLUMNS", "check_reference", "mcnemar_p", "paired_interval", "paired_rows"]
+__all__ = ["PAIRED_COLUMNS", "check_reference", "mcnemar_p", "paired_interval", "paired_rows", "write_paired"]
 
 PAIRED_COLUMNS = ("classifier", "threat", "attack", "rounds", "measure", "codec", "reference", "images",
                   "accuracy", "reference_accuracy", "difference", "ci_low", "ci_high", "only_codec", "only_reference", "p_value")
@@ -98,3 +99,12 @@ def paired_rows(results: Results, reference: str) -> list[dict]:
                     "p_value": mcnemar_p(only_codec, only_reference),
                 })
     return rows
+
+
+def write_paired(rows: list[dict], out_dir: str | Path) -> Path:
+    """Write ``rows`` (:func:`paired_rows`) to ``out_dir/paired.csv`` atomically; returns its path."""
+    path = Path(out_dir) / "paired.csv"
+    tmp = path.with_name("paired.csv.tmp")
+    tmp.write_text(csv_text(rows, PAIRED_COLUMNS))
+    tmp.replace(path)
+    return path

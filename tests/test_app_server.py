@@ -113,19 +113,37 @@ def test_batch_preset_endpoint(client):
 
 
 def test_batch_endpoint_runs_the_smoke_preset(client):
-    table, plots, archive, status = client.predict(
-        SAMPLE_DATASET, "smoke", 4, "fgsm", "4", "jpeg:q=50", "1", ["oblivious"], api_name="/batch"
+    table, plots, archive, status, paired = client.predict(
+        SAMPLE_DATASET, "smoke", 4, "fgsm", "4", "jpeg:q=50", "1", ["oblivious"], "", api_name="/batch"
     )
     assert status.startswith("Done: 2 cells on 4 images")
     assert len(table["data"]) == 2 and "defended_acc" in table["headers"]
     assert plots and all(Path(item["image"]).read_bytes().startswith(b"\x89PNG") for item in plots)
     assert "summary.csv" in zipfile.ZipFile(archive).namelist()
+    assert paired["data"] == [] and "p_value" in paired["headers"]  # no comparison asked for
+
+
+def test_batch_endpoint_compares_two_codecs_image_by_image(client):
+    table, _, archive, status, paired = client.predict(
+        SAMPLE_DATASET, "smoke", 4, "fgsm", "4", "jpeg:q=50; jpeg:q=10", "1", ["oblivious"], "jpeg:q=50", api_name="/batch"
+    )
+    assert status.startswith("Done: 3 cells on 4 images")
+    rows = [dict(zip(paired["headers"], row)) for row in paired["data"]]
+    assert [(r["codec"], r["reference"], r["measure"]) for r in rows] == [
+        ("jpeg:q=10", "jpeg:q=50", "defended"), ("jpeg:q=10", "jpeg:q=50", "clean_defended")]
+    summary = {(r[table["headers"].index("codec")]): r for r in table["data"]}
+    accuracy = summary["jpeg:q=10"][table["headers"].index("defended_acc")]
+    assert rows[0]["images"] == 4 and rows[0]["accuracy"] == pytest.approx(accuracy)
+    assert rows[0]["only_codec"] + rows[0]["only_reference"] <= 4 and 0 <= rows[0]["p_value"] <= 1
+    assert "paired.csv" in zipfile.ZipFile(archive).namelist()
+    with pytest.raises(AppError, match="'webp:q=5' is not a codec of this evaluation"):
+        client.predict(SAMPLE_DATASET, "smoke", 4, "fgsm", "4", "jpeg:q=50", "1", ["oblivious"], "webp:q=5", api_name="/batch")
 
 
 def test_too_large_batch_is_refused_and_the_server_keeps_serving(client, photo_dir):
     with pytest.raises(AppError, match="too large for the app"):
         client.predict(SAMPLE_DATASET, "smoke", 5, "fgsm; bim:steps=1; pgd:steps=1", "1, 2, 3, 4, 5, 6, 7, 8",
-                       "; ".join(f"jpeg:q={q}" for q in range(5, 95, 10)), "1, 2", ["oblivious", "bpda"],
+                       "; ".join(f"jpeg:q={q}" for q in range(5, 95, 10)), "1, 2", ["oblivious", "bpda"], "",
                        api_name="/batch")
     assert _attack(client, photo_dir / "coffee.png", threat="oblivious")[11].endswith("adversarial.png")
 

@@ -45,6 +45,11 @@ TABLE_COLUMNS = (
     "clean_defended_acc", "bpp", "psnr", "linf_255", "seconds", "status",
 )
 
+PAIRED_TABLE_COLUMNS = (
+    "threat", "attack", "rounds", "measure", "codec", "reference", "images", "accuracy", "reference_accuracy",
+    "difference", "ci_low", "ci_high", "only_codec", "only_reference", "p_value",
+)
+
 
 class BatchFields(NamedTuple):
     """The editable fields of the batch tab, as text (what the components hold)."""
@@ -64,6 +69,7 @@ class BatchOutputs(NamedTuple):
     plots: list[str]
     download: str
     status: str
+    paired: pd.DataFrame
 
 
 def _evaluate():
@@ -196,6 +202,10 @@ def _check_size(evaluate, config, data: Path, limit: int | None) -> int:
     return len(ids)
 
 
+def _paired_table(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(PAIRED_TABLE_COLUMNS)).round(4)
+
+
 def _table(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=[c for c in TABLE_COLUMNS if not rows or c in rows[0]])
     return frame.round(4)
@@ -212,6 +222,7 @@ def run_batch(
     codecs: str = "",
     rounds: str = "",
     threats: list[str] | None = None,
+    compare_to: str = "",
     progress: gr.Progress = gr.Progress(),
 ) -> BatchOutputs:
     """Evaluate a preset (with the tab's edits) on a dataset; see :func:`hac.evaluate.evaluate`.
@@ -222,19 +233,27 @@ def run_batch(
         preset: a key of :data:`hac.evaluate.PRESETS`.
         limit: images to use (0 or ``None``: the preset's).
         attacks, eps, codecs, rounds, threats: the tab's fields (see :class:`BatchFields`).
+        compare_to: a codec chain of the grid to compare every other one with, image by image
+            (:func:`hac.paired.paired_rows`; empty: no comparison).
         progress: Gradio's live progress bar (a ``gr.Progress()`` default is what makes
             Gradio inject it; outside a request it does nothing).
 
     Returns:
-        The summary table, the plots (PNG paths), a zip of every file written, and a status paragraph.
+        The summary table, the plots (PNG paths), a zip of every file written, a status paragraph and
+        the paired comparison (empty without ``compare_to``).
 
     Raises:
         gradio.Error: evaluation unavailable, a bad field, missing data or weights, or a grid over the limits.
     """
     evaluate = _evaluate()
+    from ..paired import check_reference, paired_rows, write_paired
+
     with user_errors():
         fields = BatchFields(int(limit or 0), attacks, eps, codecs, rounds, list(threats or []))
         config = evaluate.load_config(_config_from_fields(preset, fields))
+        compare_to = (compare_to or "").strip()
+        if compare_to:
+            check_reference(config.cells(), compare_to)
         data = _dataset_path(files, dataset)
         limit = int(limit) if limit else None
         images = _check_size(evaluate, config, data, limit)
@@ -247,6 +266,9 @@ def run_batch(
             data=data, limit=limit, device=cache.device, models=models,
         )
         results.write(out)
+        paired = paired_rows(results, compare_to) if compare_to else []
+        if compare_to:
+            write_paired(paired, out)
         plots = [str(path) for path in evaluate.make_plots(results, out)]
     archive = shutil.make_archive(str(out.parent / f"{out.name}-results"), "zip", root_dir=out)
     rows = results.summary_rows()
@@ -255,7 +277,7 @@ def run_batch(
               "after purification, `clean_defended_acc` the price of the defence on clean images."]
     status += [f"**⚠ Warning:** {message}" for message in results.warnings()]
     status += [f"**⚠ Skipped** {key}: {reason}" for key, reason in _skipped(results)]
-    return BatchOutputs(_table(rows), plots, archive, "\n\n".join(status))
+    return BatchOutputs(_table(rows), plots, archive, "\n\n".join(status), _paired_table(paired))
 
 
 def _skipped(results) -> list[tuple[str, str]]:

@@ -226,6 +226,8 @@ def _batch_tab(cache: ModelCache, files: RunFiles) -> None:
             codecs = gr.Textbox(start.codecs, label="Codec chains (';'-separated)", max_lines=3)
             rounds = gr.Textbox(start.rounds, label="Rounds (comma-separated)", max_lines=1)
             threats = gr.CheckboxGroup(list(THREAT_MODELS), value=start.threats, label="Threat models")
+            compare = gr.Textbox("", label="Compare every codec with (one of the codec chains; empty: no comparison)",
+                                 max_lines=1, elem_id="batch-compare")
             run = gr.Button("Run evaluation", variant="primary", elem_id="run-batch")
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="batch-status")
@@ -234,13 +236,16 @@ def _batch_tab(cache: ModelCache, files: RunFiles) -> None:
             plots = gr.Gallery(label="Plots", columns=3, height=300, object_fit="contain", format="png",
                                interactive=False, elem_id="batch-plots")
             download = gr.File(label="All results (zip: CSV, JSON, plots)", interactive=False, elem_id="batch-download")
+            paired = gr.Dataframe(label="Image by image against the compared codec: accuracy difference, its 95% interval, "
+                                  "images only one of the two gets right, McNemar's p", headers=list(batch.PAIRED_TABLE_COLUMNS),
+                                  interactive=False, elem_id="batch-paired")
 
     preset.change(batch.preset_fields, preset, [limit, attacks, eps, codecs, rounds, threats], api_name="batch_preset")
     preset.change(batch.preset_description, preset, about, api_visibility="private")
     run.click(
         functools.partial(batch.run_batch, cache, files),
-        inputs=[dataset, preset, limit, attacks, eps, codecs, rounds, threats],
-        outputs=[summary, plots, download, status],
+        inputs=[dataset, preset, limit, attacks, eps, codecs, rounds, threats, compare],
+        outputs=[summary, plots, download, status, paired],
         api_name="batch",
         api_description="Run a batch evaluation of a preset (with edits) on a dataset; returns the summary, plots and a zip.",
     )

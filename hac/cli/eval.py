@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 from ..eval_config import PRESETS, load_config
-from ..eval_results import csv_text
 from ..evaluate import evaluate
-from ..paired import PAIRED_COLUMNS, check_reference, paired_rows
+from ..paired import check_reference, paired_rows, write_paired
 from ..plots import make_plots
 from ..results_store import STORE_FILENAME
 
@@ -138,11 +137,7 @@ def run(args: argparse.Namespace) -> int:
     written = results.write(args.out)
     paired = paired_rows(results, args.compare_to) if args.compare_to is not None else []
     if args.compare_to is not None:
-        path = args.out / "paired.csv"
-        tmp = path.with_name("paired.csv.tmp")
-        tmp.write_text(csv_text(paired, PAIRED_COLUMNS))
-        tmp.replace(path)
-        written.append(path)
+        written.append(write_paired(paired, args.out))
     if not args.no_plots:
         written += make_plots(results, args.out)
     if args.quiet:
