@@ -93,7 +93,7 @@ def test_a_realism_run_resumes_with_its_discriminator(image_dir, tmp_path):
     plain_run = tmp_path / "plain-resumed"
     train(_config(image_dir, plain_run, steps=2))
     with pytest.raises(ValueError, match="cannot resume .* with realism_weight=0.5: it was trained with 0.0"):
-        train(_config(image_dir, plain_run, steps=4, realism_weight=0.5, disc_width=8), resume=True)
+        train(_realism_config(image_dir, plain_run, plain, steps=4), resume=True)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -101,6 +101,7 @@ def test_a_realism_run_resumes_with_its_discriminator(image_dir, tmp_path):
     ({"realism_weight": 0.5, "adversarial": True}, "does not combine with --adversarial or --purify-against"),
     ({"realism_weight": 0.5, "architecture": "bmshj2018-hyperprior"}, "nor with architecture 'bmshj2018-hyperprior'"),
     ({"realism_weight": 0.5, "disc_width": 0}, "disc_width=0 positive"),
+    ({"realism_weight": 0.5}, "pass --init-from WEIGHTS"),
 ])
 def test_bad_realism_settings_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -112,6 +112,9 @@ class TrainConfig:
             raise ValueError("--realism-weight fine-tunes the decoder of an mbt2018-mean codec on clean inputs; "
                              "it does not combine with --adversarial or --purify-against, nor with "
                              f"architecture {self.architecture!r}")
+        if self.realism_weight and not self.init_from:
+            raise ValueError("--realism-weight trains the decoder of an existing codec with its encoder frozen; "
+                             "pass --init-from WEIGHTS (e.g. weights/hac-hyperprior-q1.safetensors)")
         if not 0 <= self.purify_fraction <= 1:
             raise ValueError(f"purify_fraction={self.purify_fraction} must be in [0, 1]")
         if self.purify_logit_weight < 0 or (self.purify_logit_weight and not self.purify_against):
