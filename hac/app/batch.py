@@ -266,8 +266,9 @@ def run_batch(
             data=data, limit=limit, device=cache.device, models=models,
         )
         results.write(out)
-        paired = paired_rows(results, compare_to) if compare_to else []
+        paired = []
         if compare_to:
+            paired = paired_rows(results, compare_to)
             write_paired(paired, out)
         plots = [str(path) for path in evaluate.make_plots(results, out)]
     archive = shutil.make_archive(str(out.parent / f"{out.name}-results"), "zip", root_dir=out)

@@ -135,8 +135,9 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     written = results.write(args.out)
-    paired = paired_rows(results, args.compare_to) if args.compare_to is not None else []
+    paired = []
     if args.compare_to is not None:
+        paired = paired_rows(results, args.compare_to)
         written.append(write_paired(paired, args.out))
     if not args.no_plots:
         written += make_plots(results, args.out)
