@@ -58,6 +58,16 @@ def test_attack_handler_with_a_chain_and_rounds(cache, files, photo_dir):
     assert (out.rounds["bpp (clean in)"] > 0).all()
 
 
+def test_attack_handler_with_the_shipped_codec_at_a_reduced_scale(cache, files, photo_dir):
+    out = handlers.run_attack(cache, files, str(photo_dir / "chelsea.png"), "efficientnet-lite0", "fgsm", 4, 1,
+                              "oblivious", "jpeg", 25, "hac-hyperprior:q=1,scale=0.75", 1)
+    assert "`hac-hyperprior:q=1,scale=0.75` × 1" in out.summary
+    assert Image.open(out.purified).size == (224, 224)
+    full = handlers.run_attack(cache, files, str(photo_dir / "chelsea.png"), "efficientnet-lite0", "fgsm", 4, 1,
+                               "oblivious", "jpeg", 25, "hac-hyperprior:q=1", 1)
+    assert 0.1 < out.rounds["bpp (clean in)"][0] < full.rounds["bpp (clean in)"][0]
+
+
 def test_codec_without_weights_says_how_to_fetch(cache, files, photo_dir, no_downloaded_weights):
     with pytest.raises(gr.Error, match=r"python -m hac weights download mbt2018-mean-mse-3"):
         handlers.run_attack(cache, files, str(photo_dir / "chelsea.png"), "efficientnet-lite0", "fgsm", 4, 1,
@@ -89,6 +99,7 @@ def test_no_image_is_a_clear_gr_error(cache, files):
     [
         ({"chain": "jpeg:q=500"}, r"jpeg quality q must be an integer in \[1, 95\]"),
         ({"chain": "nocodec"}, "unknown codec 'nocodec'; valid choices:"),
+        ({"chain": "jpeg:q=25,scale=2"}, r"codec scale must be a number in \[0.25, 1\]"),
         ({"threat": "psychic"}, "unknown threat model 'psychic'; valid choices: oblivious, bpda"),
         ({"attack": "nope"}, "unknown attack 'nope'; valid choices:"),
         ({"rounds": 99}, r"rounds must be an integer in \[1, 10\]"),

@@ -52,7 +52,7 @@ def test_any_size(size):
         ("jpeg:q=25.5", r"\[1, 95\]"),
         ("jpeg:q=abc", r"got 'abc'"),
         ("webp:q=101", r"webp quality q must be an integer in \[1, 100\]"),
-        ("jpeg:quality=25", r"codec 'jpeg' has no parameter\(s\) quality; valid parameters: q, subsampling"),
+        ("jpeg:quality=25", r"codec 'jpeg' has no parameter\(s\) quality; valid parameters: q, subsampling, scale"),
         ("jpg:q=25", r"unknown codec 'jpg'; valid choices: .*jpeg"),
     ],
 )

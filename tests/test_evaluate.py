@@ -402,6 +402,13 @@ def test_bad_codec_value_is_reported_before_any_work(folder):
         evaluate({"name": "x", "attacks": ["fgsm"], "codecs": [{"name": "jpeg", "q": [500]}]}, None, data=folder, models={})
 
 
+def test_a_batch_config_sweeps_the_scale_and_refuses_a_bad_one_before_any_work(folder):
+    config = load_config({"name": "t", "codecs": [{"name": "jpeg", "q": [30], "scale": [1, 0.75]}], "attacks": ["fgsm"]})
+    assert list(config.codec_choices()) == ["jpeg:q=30,scale=1", "jpeg:q=30,scale=0.75"]
+    with pytest.raises(ConfigError, match=r"config key 'codecs\[0\]': codec scale must be a number in \[0.25, 1\]"):
+        evaluate({"name": "t", "attacks": ["fgsm"], "codecs": ["jpeg:q=30,scale=2"]}, None, data=folder, models={})
+
+
 def test_presets_and_the_paper_config_file():
     smoke = load_config("smoke")
     assert [c.key for c in smoke.cells()] == [

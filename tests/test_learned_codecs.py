@@ -129,7 +129,7 @@ def test_codec_keeps_model_in_eval_mode() -> None:
         ("mbt2018:mode=slow", r"mode must be one of fast, entropy-coded, got 'slow'"),
         ("hac-hyperprior:q=4", r"q must be one of 1, 2, 3, got 4"),
         ("hac-hyperprior:metric=ms-ssim", r"metric must be one of mse, got 'ms-ssim'"),
-        ("mbt2018:lambda=1", r"no parameter\(s\) lambda; valid parameters: q, metric, mode, weights"),
+        ("mbt2018:lambda=1", r"no parameter\(s\) lambda; valid parameters: q, metric, mode, weights, scale"),
     ],
 )
 def test_invalid_parameters(spec: str, match: str) -> None:

@@ -109,7 +109,7 @@ def _attack_tab(cache: ModelCache, files: RunFiles) -> None:
                 quality = gr.Slider(1, 95, value=25, step=1, label="Quality q", info="q in 1..95")
             chain = gr.Textbox(
                 label="…or a codec chain (overrides codec and quality)",
-                placeholder="jpeg:q=25+webp:q=80",
+                placeholder="jpeg:q=25+webp:q=80, or hac-hyperprior:q=1,scale=0.75 (coded at 3/4 size)",
                 max_lines=1,
             )
             with gr.Row():

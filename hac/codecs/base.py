@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Codec", "CodecOutput", "pad_to_multiple", "check_image_batch", "quantize_to_uint8"]
+__all__ = ["Codec", "CodecOutput", "pad_to_multiple", "check_image_batch", "quantize_to_uint8", "straight_through_clamp"]
 
 
 @dataclass
@@ -50,6 +50,11 @@ def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
     return x, (height, width)
+
+
+def straight_through_clamp(x: Tensor) -> Tensor:
+    """``x.clamp(0, 1)`` in the forward pass, the identity in the backward pass."""
+    return x + (x.clamp(0, 1) - x).detach()
 
 
 class Codec(nn.Module):

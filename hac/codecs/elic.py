@@ -42,10 +42,10 @@ from torch import Tensor
 
 from .. import hub
 from ..hub import ManualDownloadWeightSpec
-from .base import Codec, CodecOutput, check_image_batch, pad_to_multiple
+from .base import Codec, CodecOutput, check_image_batch, pad_to_multiple, straight_through_clamp
 from .compressai_zoo import convert_zoo_state_dict
 from .elic_model import CODER_TABLES, ELIC
-from .learned import MODES, check_mode, straight_through_clamp
+from .learned import MODES, check_mode
 from .registry import register_codec
 
 __all__ = [

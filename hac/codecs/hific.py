@@ -50,9 +50,9 @@ from torch import Tensor
 
 from .. import hub
 from ..hub import ManualDownloadWeightSpec
-from .base import Codec, CodecOutput, check_image_batch
+from .base import Codec, CodecOutput, check_image_batch, straight_through_clamp
 from .hific_model import HiFiC, HiFiCConfig, LIKELIHOOD_TYPES
-from .learned import MODES, check_mode, straight_through_clamp
+from .learned import MODES, check_mode
 from .registry import register_codec
 
 __all__ = [

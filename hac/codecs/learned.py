@@ -35,9 +35,9 @@ from compressai.models import (
 )
 from torch import Tensor
 
-from .base import Codec, CodecOutput, check_image_batch, pad_to_multiple
+from .base import Codec, CodecOutput, check_image_batch, pad_to_multiple, straight_through_clamp
 
-__all__ = ["CompressAICodec", "MODES", "check_mode", "latent_kind", "straight_through_clamp"]
+__all__ = ["CompressAICodec", "MODES", "check_mode", "latent_kind"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +73,6 @@ def latent_kind(model: CompressionModel) -> str:
     raise ValueError(
         f"unsupported CompressAI model {type(model).__name__}; supported families (and subclasses): {supported}"
     )
-
-
-def straight_through_clamp(x: Tensor) -> Tensor:
-    """``x.clamp(0, 1)`` in the forward pass, the identity in the backward pass."""
-    return x + (x.clamp(0, 1) - x).detach()
 
 
 def _bits(likelihoods: Tensor) -> Tensor:

@@ -11,10 +11,11 @@ from typing import Any, Callable, Mapping
 from ..registry import Registry
 from ..specs import ComponentSpec, parse_spec
 from .base import Codec
+from .resampled import ResampledCodec, check_scale
 
 __all__ = [
     "CODECS", "CodecEntry", "register_codec", "add_codec", "codec_factory", "codec_class", "check_codec_params", "create_codec", "codec_names",
-    "load_all_codec_modules", "CODEC_MODULES",
+    "load_all_codec_modules", "CODEC_MODULES", "SCALE_PARAM",
 ]
 
 
@@ -27,6 +28,9 @@ class CodecEntry:
 
 
 CODECS: Registry[CodecEntry] = Registry("codec")
+
+# A parameter every codec takes, applied by create_codec around the codec it builds.
+SCALE_PARAM = "scale"
 
 # Modules that register codecs when imported; imported on first use so that
 # `import hac` does no work.
@@ -88,6 +92,7 @@ def check_codec_params(name: str, params: Mapping[str, Any]) -> None:
     """
     signature = inspect.signature(codec_factory(name))
     accepted = [p.name for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD]
+    accepted.append(SCALE_PARAM)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ValueError(
@@ -98,6 +103,9 @@ def check_codec_params(name: str, params: Mapping[str, Any]) -> None:
 def create_codec(spec: str | ComponentSpec, **params: Any) -> Codec:
     """Build a codec from a spec (``"jpeg:q=25"``) or a name plus keyword parameters.
 
+    Every codec also takes ``scale`` (default 1): below 1 the codec codes a
+    downscaled image (:class:`~hac.codecs.resampled.ResampledCodec`).
+
     Raises:
         ValueError: unknown codec name or parameter, or an out-of-range value;
             the message lists the valid choices.
@@ -106,6 +114,7 @@ def create_codec(spec: str | ComponentSpec, **params: Any) -> Codec:
         spec = parse_spec(spec)
     merged = {**spec.params, **params}
     check_codec_params(spec.name, merged)
+    scale = check_scale(merged.pop(SCALE_PARAM, 1))
     codec = codec_factory(spec.name)(**merged)
     codec.codec_name = spec.name
-    return codec
+    return codec if scale == 1 else ResampledCodec(codec, scale)
