@@ -164,7 +164,7 @@ def _rate_function(codec: Codec) -> Callable[[Tensor], Tensor]:
         return lambda x: jpeg_rate_proxy(x, codec.quality, codec.subsampling)
     raise ValueError(
         f"codec {codec.describe()!r} has no differentiable rate estimate; the rate attack supports learned "
-        "(CompressAI) codecs and JPEG; use method 'noise' for others"
+        "(CompressAI) codecs and JPEG, at scale 1; use method 'noise' for others"
     )
 
 

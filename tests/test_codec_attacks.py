@@ -591,3 +591,13 @@ def test_cli_bad_settings_give_one_clear_line(tiny_folder, capsys, args, message
     assert main(["codec-attack", "--data", str(tiny_folder), "--codecs", "jpeg:q=25", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_resampled_codec_is_attacked_for_distortion_through_its_surrogate_but_not_for_rate() -> None:
+    x = grid_images(2, 3, 48, 48)
+    codec = create_codec("jpeg:q=50,scale=0.75")
+    with pytest.raises(ValueError, match="no differentiable rate estimate.*at scale 1"):
+        attack_codec(codec, x, CodecAttackSettings("rate"))
+    x_adv = attack_codec(codec, x, CodecAttackSettings("distortion", eps=4 / 255, steps=3, starts="zero"))
+    assert (x_adv - x).abs().max() <= 4 / 255 + 1e-6
+    assert (psnr(codec(x_adv).x_hat, x) < psnr(codec(x).x_hat, x)).all()
