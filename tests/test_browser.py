@@ -97,13 +97,13 @@ def test_batch_tab_runs_the_smallest_preset(page):
     page.locator("#run-batch").wait_for(state="visible")
     assert page.locator("#preset input").input_value() == "smoke"
     codecs = page.get_by_label("Codec chains (';'-separated)")
-    codecs.fill("jpeg:q=50; jpeg:q=10")
+    codecs.fill("jpeg:q=50; jpeg:q=10,scale=0.75")
     page.locator("#batch-compare textarea, #batch-compare input").first.fill("jpeg:q=50")
     page.locator("#run-batch").click()
     page.get_by_text("Done: 3 cells on 4 images").wait_for(state="visible")
     _wait_for_rows(page, "#batch-summary", 3)
     _wait_for_rows(page, "#batch-paired", 2)
-    assert "jpeg:q=10" in page.locator("#batch-paired").inner_text()
+    assert "jpeg:q=10,scale=0.75" in page.locator("#batch-paired").inner_text()
     page.locator("#batch-plots img").first.wait_for(state="visible")
     page.screenshot(path=str(SCREENSHOTS / "batch-tab.png"), full_page=True)
 
