@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .base import Codec, CodecOutput, check_image_batch, straight_through_clamp
 
-__all__ = ["ResampledCodec", "check_scale", "MIN_SCALE"]
+__all__ = ["ResampledCodec", "check_scale", "coded_size", "MIN_SCALE"]
 
 MIN_SCALE = 0.25
 
