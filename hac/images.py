@@ -30,6 +30,7 @@ __all__ = [
     "save_png",
     "png_bytes",
     "perturbation_image",
+    "resize",
     "resize_and_center_crop",
 ]
 
@@ -178,6 +179,18 @@ def perturbation_image(delta: Tensor, eps: float | None = None) -> Tensor:
     return (0.5 + 0.5 * delta / scale).clamp(0, 1)
 
 
+def resize(x: Tensor, size: tuple[int, int], interpolation: str = "bicubic") -> Tensor:
+    """Resize (N, 3, H, W) to ``size`` (height, width); antialiased where it shrinks, differentiable, not clamped.
+
+    Args:
+        interpolation: ``bicubic``, ``bilinear`` or ``nearest``.
+    """
+    shrinking = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    antialias = interpolation in ("bilinear", "bicubic") and shrinking
+    align = False if interpolation != "nearest" else None
+    return F.interpolate(x, size=size, mode=interpolation, align_corners=align, antialias=antialias)
+
+
 def resize_and_center_crop(
     x: Tensor, size: int | tuple[int, int], crop_pct: float = 0.875, interpolation: str = "bicubic"
 ) -> Tensor:
@@ -203,8 +216,6 @@ def resize_and_center_crop(
         new_h, new_w = scale_size, max(scale_size, int(round(width * scale_size / height)))
     else:
         new_h, new_w = max(scale_size, int(round(height * scale_size / width))), scale_size
-    antialias = interpolation in ("bilinear", "bicubic") and (new_h < height or new_w < width)
-    align = False if interpolation != "nearest" else None
-    x = F.interpolate(x, size=(new_h, new_w), mode=interpolation, align_corners=align, antialias=antialias)
+    x = resize(x, (new_h, new_w), interpolation)
     top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
     return x[..., top : top + out_h, left : left + out_w].clamp(0, 1)

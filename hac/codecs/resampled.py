@@ -15,9 +15,9 @@ codec is compared with others at the rate it really spends on the image.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
+from ..images import resize
 from .base import Codec, CodecOutput, check_image_batch, straight_through_clamp
 
 __all__ = ["ResampledCodec", "check_scale", "coded_size", "MIN_SCALE"]
@@ -35,12 +35,6 @@ def check_scale(scale: object) -> float:
 def coded_size(height: int, width: int, scale: float) -> tuple[int, int]:
     """The (height, width) a ``height`` x ``width`` image is coded at: rounded, at least 1 pixel."""
     return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bicubic resize of (N, 3, H, W) to ``size``, antialiased when it shrinks; differentiable."""
-    shrinking = size[0] < x.shape[-2] or size[1] < x.shape[-1]
-    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=shrinking)
 
 
 class ResampledCodec(Codec):
@@ -63,14 +57,14 @@ class ResampledCodec(Codec):
         self.params = {**inner.params, "scale": self.scale}
 
     def _down(self, x: Tensor) -> Tensor:
-        return _resize(x, coded_size(*x.shape[-2:], self.scale)).clamp(0, 1)
+        return resize(x, coded_size(*x.shape[-2:], self.scale)).clamp(0, 1)
 
     def forward(self, x: Tensor) -> CodecOutput:
         """Downscale, code with ``inner``, upscale; bpp is ``inner``'s bits over H x W."""
         check_image_batch(x)
         small = self._down(x)
         out = self.inner(small)
-        x_hat = _resize(out.x_hat, tuple(x.shape[-2:])).clamp(0, 1)
+        x_hat = resize(out.x_hat, tuple(x.shape[-2:])).clamp(0, 1)
         return CodecOutput(x_hat.contiguous(), out.bpp * small[0, 0].numel() / x[0, 0].numel())
 
     def has_surrogate(self) -> bool:  # an instance's answer: the inner codec decides
@@ -83,4 +77,4 @@ class ResampledCodec(Codec):
             NotImplementedError: ``inner`` has no surrogate (use BPDA).
         """
         check_image_batch(x)
-        return straight_through_clamp(_resize(self.inner.surrogate(self._down(x)), tuple(x.shape[-2:])))
+        return straight_through_clamp(resize(self.inner.surrogate(self._down(x)), tuple(x.shape[-2:])))
