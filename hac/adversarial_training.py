@@ -31,12 +31,18 @@ from torch import Tensor
 from .attacks import quantize_adversarial
 from .codec_attacks import CodecAttackResult, CodecAttackSettings, attack_codec, run_codec_attacks
 from .codecs.learned import CompressAICodec
+from .training.architectures import rd_loss
 
 __all__ = [
     "AdversarialTrainingSettings",
     "attack_view",
     "adversarial_inputs",
     "adversarial_batch",
+    "attacked_rows",
+    "bits_per_pixel",
+    "rate_gap",
+    "latent_shift",
+    "adversarial_terms",
     "classifier_attacked_batch",
     "logit_distance",
     "rd_cost",
@@ -128,15 +134,89 @@ def adversarial_batch(
     Shape:
         x (N, 3, H, W) in [0, 1] -> (N, 3, H, W) in [0, 1], no gradient.
     """
-    count = int(round(settings.fraction * x.shape[0]))
     mixed = x.detach().clone()
-    if count == 0:
-        return mixed
-    for index, objective in enumerate(settings.objectives):
-        chosen = torch.arange(index, count, len(settings.objectives), device=x.device)
+    for objective in dict.fromkeys(settings.objectives):
+        chosen = attacked_rows(settings, x.shape[0], objective).to(x.device)
         if chosen.numel():
             mixed[chosen] = adversarial_inputs(model, x[chosen], objective, settings, generator).to(x.dtype)
     return mixed
+
+
+def attacked_rows(settings: AdversarialTrainingSettings, batch_size: int, objective: str) -> Tensor:
+    """The rows of a batch of ``batch_size`` that :func:`adversarial_batch` attacks on ``objective`` (sorted)."""
+    count = int(round(settings.fraction * batch_size))
+    turns = len(settings.objectives)
+    rows = [row for row in range(count) if settings.objectives[row % turns] == objective]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def bits_per_pixel(likelihoods: Mapping[str, Tensor], pixels: int) -> Tensor:
+    """Estimated bits per pixel of each image (N,) from a CompressAI output's ``likelihoods``."""
+    return sum(torch.log(lik).flatten(1).sum(1) for lik in likelihoods.values()) / (-math.log(2) * pixels)
+
+
+def rate_gap(model: CompressionModel, attacked_likelihoods: Mapping[str, Tensor], clean: Tensor) -> Tensor:
+    """Mean over images of the bits per pixel a rate attack added, ``max(0, bpp(attacked) - bpp(clean))`` (a scalar).
+
+    ``attacked_likelihoods`` are ``model``'s likelihoods for the attacked versions of ``clean``
+    (N, 3, H, W); ``clean`` is coded here, without gradients: it is the reference, so minimising the
+    gap lowers the attacked images' bits towards their clean ones and never rewards spending more
+    bits on clean images.
+    """
+    pixels = clean.shape[2] * clean.shape[3]
+    with torch.no_grad():
+        reference = bits_per_pixel(model(clean)["likelihoods"], pixels)
+    return (bits_per_pixel(attacked_likelihoods, pixels) - reference).clamp_min(0).mean()
+
+
+def latent_shift(model: CompressionModel, attacked: Tensor, clean: Tensor) -> Tensor:
+    """Mean squared move of the latents ``y`` under attack, in units of the clean image's predicted scales.
+
+    The bits of a latent grow with ``((y - mean) / scale)**2``, so a rate attack moves ``y`` where the
+    hyperprior expects little; this measures that move for hyperprior models (``h_s`` predicting
+    scales, or scales and means). Gradients flow through both encodings (the scales are a fixed
+    yardstick), as TRADES (Zhang et al., ICML 2019) penalises how far an attack moves a classifier's
+    output rather than the output itself.
+    """
+    kind = attack_view(model).kind
+    if kind not in ("scale", "mean-scale"):
+        raise ValueError(f"latent_shift needs a scale or mean-scale hyperprior, not a {kind} model")
+    y_clean, y_attacked = model.g_a(clean), model.g_a(attacked)
+    with torch.no_grad():
+        params = model.h_s(model.h_a(y_clean.abs() if kind == "scale" else y_clean))
+        scales = params if kind == "scale" else params.chunk(2, 1)[0]
+        scales = scales.clamp_min(float(model.gaussian_conditional.lower_bound_scale.bound))
+    return (((y_attacked - y_clean) / scales) ** 2).mean()
+
+
+def adversarial_terms(
+    model: CompressionModel,
+    x: Tensor,
+    settings: AdversarialTrainingSettings,
+    lmbda: float,
+    rate_gap_weight: float = 0.0,
+    latent_weight: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """The loss terms of one adversarial training step on the clean batch ``x`` (N, 3, H, W).
+
+    The rate-distortion loss of the codec's output for :func:`adversarial_batch` against the clean
+    batch, plus, where their weights are not 0, :func:`rate_gap` over the rate-attacked rows and
+    :func:`latent_shift` over every attacked row. ``loss`` is the weighted sum; the other entries
+    are logged.
+    """
+    mixed = adversarial_batch(model, x, settings, generator)
+    out = model(mixed)
+    terms = rd_loss(out, x, lmbda)
+    if rate_gap_weight:
+        rows = attacked_rows(settings, x.shape[0], "rate").to(x.device)
+        terms["rate_gap"] = rate_gap(model, {name: lik[rows] for name, lik in out["likelihoods"].items()}, x[rows])
+        terms["loss"] = terms["loss"] + rate_gap_weight * terms["rate_gap"]
+    if latent_weight:
+        count = int(round(settings.fraction * x.shape[0]))
+        terms["latent_shift"] = latent_shift(model, mixed[:count], x[:count])
+        terms["loss"] = terms["loss"] + latent_weight * terms["latent_shift"]
+    return terms
 
 
 def classifier_attacked_batch(attack, classifier: torch.nn.Module, x: Tensor, fraction: float) -> Tensor:

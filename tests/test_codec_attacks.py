@@ -40,6 +40,11 @@ from torch import nn
 from hac.adversarial_training import (
     AdversarialTrainingSettings,
     adversarial_batch,
+    adversarial_inputs,
+    attacked_rows,
+    bits_per_pixel,
+    latent_shift,
+    rate_gap,
     rd_cost,
     robustness_report,
 )
@@ -313,6 +318,57 @@ def test_adversarial_batch_mixes_and_keeps_the_model_as_it_was() -> None:
     assert (mixed - x).abs().max() <= 4 / 255 + 1e-6 and mixed.min() >= 0 and mixed.max() <= 1
 
 
+def test_attacked_rows_are_the_rows_adversarial_batch_gives_each_objective() -> None:
+    settings = AdversarialTrainingSettings(eps=4 / 255, steps=1, objectives=("rate", "distortion", "rate"), fraction=0.75)
+    assert attacked_rows(settings, 8, "rate").tolist() == [0, 2, 3, 5]
+    assert attacked_rows(settings, 8, "distortion").tolist() == [1, 4]
+    x = grid_images(8, 3, 64, 64, seed=6)
+    model = calibrated(MeanScaleHyperprior(16, 16), x).train()
+    mixed = adversarial_batch(model, x, settings, torch.Generator().manual_seed(0))
+    changed = (mixed != x).flatten(1).any(1).nonzero().flatten().tolist()
+    assert changed == [0, 1, 2, 3, 4, 5]
+
+
+def test_rate_gap_is_the_bits_an_attack_added_and_trains_only_the_attacked_side() -> None:
+    x = grid_images(3, 3, 64, 64, seed=7)
+    model = calibrated(MeanScaleHyperprior(16, 16), x).eval()
+    settings = AdversarialTrainingSettings(eps=8 / 255, steps=3, objectives=("rate",), fraction=1.0)
+    attacked = adversarial_inputs(model, x, "rate", settings, torch.Generator().manual_seed(0))
+    pixels = 64 * 64
+    with torch.no_grad():
+        clean_bpp = bits_per_pixel(model(x)["likelihoods"], pixels)
+        attacked_bpp = bits_per_pixel(model(attacked)["likelihoods"], pixels)
+        total = sum(torch.log2(lik).sum() for lik in model(x)["likelihoods"].values())
+    assert clean_bpp.sum().item() == pytest.approx(-total.item() / pixels, rel=1e-5)  # per image, summing to the batch's bits
+    assert (attacked_bpp > clean_bpp).all()
+    out = model(attacked)
+    gap = rate_gap(model, out["likelihoods"], x)
+    assert gap.item() == pytest.approx((attacked_bpp - clean_bpp).mean().item(), rel=1e-4)
+    assert rate_gap(model, model(x)["likelihoods"], x).item() == pytest.approx(0, abs=1e-6)  # no attack, no gap
+    model.train()  # quantisation noise, so that gradients reach the encoder
+    rate_gap(model, model(attacked)["likelihoods"], x).backward()
+    assert model.g_a[0].weight.grad.abs().sum() > 0
+    attacked_side_only = rate_gap(model, {k: v.detach() for k, v in model(attacked)["likelihoods"].items()}, x)
+    assert not attacked_side_only.requires_grad  # the clean reference carries no gradient
+
+
+def test_latent_shift_measures_the_move_in_predicted_scales_and_trains_the_encoder() -> None:
+    x = grid_images(2, 3, 64, 64, seed=8)
+    model = calibrated(MeanScaleHyperprior(16, 16), x).train()
+    noisy = (x + torch.sign(torch.randn_like(x)) * 4 / 255).clamp(0, 1)
+    assert latent_shift(model, x, x).item() == 0
+    shift = latent_shift(model, noisy, x)
+    with torch.no_grad():
+        y_clean, y_noisy = model.g_a(x), model.g_a(noisy)
+        scales = model.h_s(model.h_a(y_clean)).chunk(2, 1)[0].clamp_min(0.11)
+    assert shift.item() == pytest.approx((((y_noisy - y_clean) / scales) ** 2).mean().item(), rel=1e-5)
+    shift.backward()
+    assert model.g_a[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.h_s.parameters())  # the scales are a fixed yardstick
+    with pytest.raises(ValueError, match="needs a scale or mean-scale hyperprior"):
+        latent_shift(calibrated(FactorizedPrior(16, 16), x), noisy, x)
+
+
 def test_robustness_report_compares_versions() -> None:
     x = grid_images(1, 3, 64, 64, seed=5)
     before = calibrated(MeanScaleHyperprior(16, 16), x)
@@ -364,6 +420,32 @@ def test_adversarial_fine_tuning_runs_and_resumes(tmp_path) -> None:
     assert sorted(p.name for p in weights.iterdir()) == ["hac-hyperprior-adv-q2.md", "hac-hyperprior-adv-q2.safetensors"]
     assert "adversarial fine-tuning | PGD-1 at ε = 4/255 on the distortion,rate" in (weights / "hac-hyperprior-adv-q2.md").read_text()
     assert train_main(["export", str(run_dir / "checkpoint.pt"), "--out-dir", str(weights), "--name", "../escape"]) == 2
+
+
+def test_the_penalty_weights_add_their_terms_to_the_loss_and_the_card(tmp_path) -> None:
+    from hac.train import main as train_main
+
+    data = training_folder(tmp_path, seed=30)
+    args = ["--data", str(data), "--N", "8", "--M", "8", "--crop", "64", "--batch-size", "2", "--lr", "1e-3", "--lmbda", "0.01",
+            "--steps", "2", "--log-every", "1", "--eval-every", "0", "--threads", "1", "--adversarial", "--adv-eps", "8/255",
+            "--adv-steps", "2", "--adv-objective", "rate", "--adv-fraction", "0.5",
+            "--adv-rate-gap-weight", "3", "--adv-latent-weight", "0.5"]  # fmt: skip
+    run_dir = tmp_path / "run"
+    assert train_main(["--run-dir", str(run_dir), *args]) == 0
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2
+    for record in records:  # loss = lambda * 255^2 * MSE + bpp + the weighted penalties
+        assert record["rate_gap"] >= 0 and record["latent_shift"] > 0
+        expected = 0.01 * 255**2 * record["mse"] + record["bpp"] + 3 * record["rate_gap"] + 0.5 * record["latent_shift"]
+        assert record["loss"] == pytest.approx(expected, rel=1e-5)
+    assert any(record["rate_gap"] > 0 for record in records)
+    weights = tmp_path / "weights"
+    assert train_main(["export", str(run_dir / "checkpoint.pt"), "--quality", "1", "--out-dir", str(weights), "--name", "adv"]) == 0
+    assert "rate gap weighted 3, latent shift weighted 0.5 (" in (weights / "adv.md").read_text()
+    distortion_only = [a if a != "rate" else "distortion" for a in args]
+    assert train_main(["--run-dir", str(tmp_path / "other"), *distortion_only]) == 2  # no rate-attacked rows
+    no_adversarial = [a for a in args if a != "--adversarial"]
+    assert train_main(["--run-dir", str(tmp_path / "third"), *no_adversarial]) == 2
 
 
 def test_classifier_attacked_batch_attacks_the_first_images_within_budget() -> None:

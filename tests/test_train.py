@@ -261,3 +261,7 @@ def test_bad_config_values_are_named():
         TrainConfig(data="", run_dir="", crop=96).validate()
     with pytest.raises(ValueError, match="unknown architecture 'nope'.*bmshj2018-hyperprior, comdefend, mbt2018-mean"):
         TrainConfig(data="", run_dir="", architecture="nope").validate()
+    with pytest.raises(ValueError, match="adv_latent_weight=-1 must be >= 0"):
+        TrainConfig(data="", run_dir="", adversarial=True, adv_latent_weight=-1).validate()
+    with pytest.raises(ValueError, match="adv_rate_gap_weight=2 must be >= 0, and needs --adversarial"):
+        TrainConfig(data="", run_dir="", adv_rate_gap_weight=2).validate()

@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
         "--adv-steps": (int, "PGD steps per adversarial batch"),
         "--adv-objective": (str, "distortion, rate, or distortion,rate"),
         "--adv-fraction": (float, "attacked share of each batch"),
+        "--adv-latent-weight": (float, "weight of how far attacks move the latents, in predicted scales (0: off)"),
+        "--adv-rate-gap-weight": (float, "weight of the bits rate-attacked images cost over their clean versions (0: off)"),
         "--purify-against": (str, "fine-tune as a purifier against attacks on this classifier, e.g. efficientnet-lite0"),
         "--purify-attack": (str, "the attack on the classifier, an attack spec"),
         "--purify-fraction": (float, "share of each batch attacked on the classifier"),

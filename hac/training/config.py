@@ -41,6 +41,10 @@ class TrainConfig:
             CompressAI codec (:mod:`hac.adversarial_training`): ``adv_fraction`` of each batch is
             attacked by ``adv_steps``-step PGD within ``adv_eps`` on ``adv_objective``
             (``distortion``, ``rate`` or both, comma-separated); the loss compares with the clean batch.
+        adv_rate_gap_weight, adv_latent_weight: add these weights times
+            :func:`hac.adversarial_training.rate_gap` (the bits the rate-attacked images cost over their
+            clean versions) and :func:`hac.adversarial_training.latent_shift` (how far the attacks move
+            the latents, in predicted scales) to the loss (0: off).
         purify_against, purify_attack, purify_fraction, purify_logit_weight: fine-tune a CompressAI
             codec as a purifier for one classifier (:func:`hac.adversarial_training.classifier_attacked_batch`):
             ``purify_fraction`` of each batch is attacked on the classifier ``purify_against`` by
@@ -89,6 +93,8 @@ class TrainConfig:
     adv_steps: int = 3
     adv_objective: str = "distortion,rate"
     adv_fraction: float = 0.5
+    adv_rate_gap_weight: float = 0.0
+    adv_latent_weight: float = 0.0
     purify_against: str | None = None
     purify_attack: str = "pgd:eps=4/255,steps=5"
     purify_fraction: float = 0.75
@@ -115,6 +121,10 @@ class TrainConfig:
         if self.realism_weight and not self.init_from:
             raise ValueError("--realism-weight trains the decoder of an existing codec with its encoder frozen; "
                              "pass --init-from WEIGHTS (e.g. weights/hac-hyperprior-q1.safetensors)")
+        for name in ("adv_rate_gap_weight", "adv_latent_weight"):
+            weight = getattr(self, name)
+            if weight < 0 or (weight and not self.adversarial):
+                raise ValueError(f"{name}={weight} must be >= 0, and needs --adversarial (the attacks it penalises)")
         if not 0 <= self.purify_fraction <= 1:
             raise ValueError(f"purify_fraction={self.purify_fraction} must be in [0, 1]")
         if self.purify_logit_weight < 0 or (self.purify_logit_weight and not self.purify_against):

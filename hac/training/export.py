@@ -81,6 +81,9 @@ def export(
         intro = f"hac's own `{arch.name}` ({arch.paper}), trained by `hac.train` on {config.device}."
     aux_text = f", aux Adam {config.aux_lr:g}" if has_aux else ""
     logit_text = f", logit distance weighted {config.purify_logit_weight:g}" if config.purify_logit_weight else ""
+    penalties = [f"{name} weighted {weight:g}" for name, weight in
+                 (("rate gap", config.adv_rate_gap_weight), ("latent shift", config.adv_latent_weight)) if weight]
+    penalty_text = "".join(f", {penalty}" for penalty in penalties)
     lines = [
         f"# {stem}",
         "",
@@ -95,7 +98,7 @@ def export(
         f"| optimiser | Adam lr {config.lr:g} ({config.lr_schedule} schedule, warm-up {config.warmup_steps}){aux_text}, grad clip {config.clip_max_norm:g} |",
         f"| initialised from | {config.init_from or 'scratch'} |",
         *([f"| adversarial fine-tuning | PGD-{config.adv_steps} at ε = {config.adv_eps * 255:g}/255 on the "
-           f"{config.adv_objective} objective(s), {config.adv_fraction:g} of each batch (`hac.adversarial_training`) |"]
+           f"{config.adv_objective} objective(s), {config.adv_fraction:g} of each batch{penalty_text} (`hac.adversarial_training`) |"]
           if config.adversarial else []),
         *([f"| purifier fine-tuning | `{config.purify_attack}` on `{config.purify_against}` (its own clean predictions), "
            f"{config.purify_fraction:g} of each batch, clean targets (`--purify-against`){logit_text} |"] if config.purify_against else []),

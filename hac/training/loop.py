@@ -198,9 +198,12 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
     if config.adversarial:
         if arch.loss is not None:
             raise ValueError(f"--adversarial fine-tunes CompressAI codecs; {config.architecture} has its own loss")
-        from ..adversarial_training import AdversarialTrainingSettings, adversarial_batch
+        from ..adversarial_training import AdversarialTrainingSettings, adversarial_terms, attacked_rows
 
         adversarial = AdversarialTrainingSettings(config.adv_eps, config.adv_steps, config.adv_objective, config.adv_fraction)
+        if config.adv_rate_gap_weight and not attacked_rows(adversarial, config.batch_size, "rate").numel():
+            raise ValueError(f"--adv-rate-gap-weight needs rate-attacked images; --adv-objective {config.adv_objective} "
+                             f"with --adv-fraction {config.adv_fraction} of a batch of {config.batch_size} has none")
     purify = None
     if config.purify_against:
         if arch.loss is not None:
@@ -224,7 +227,8 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
             if aux_optimizer is not None:
                 aux_optimizer.zero_grad(set_to_none=True)
             if adversarial is not None:  # attacked inputs, clean targets
-                terms = rd_loss(model(adversarial_batch(model, x, adversarial, generator)), x, config.lmbda)
+                terms = adversarial_terms(model, x, adversarial, config.lmbda, config.adv_rate_gap_weight,
+                                          config.adv_latent_weight, generator)
             elif purify is not None:  # inputs attacked on the classifier, clean targets
                 out = model(purify(x))
                 terms = rd_loss(out, x, config.lmbda)
