@@ -31,7 +31,7 @@ from torch import Tensor
 from .attacks import quantize_adversarial
 from .codec_attacks import CodecAttackResult, CodecAttackSettings, attack_codec, run_codec_attacks
 from .codecs.learned import CompressAICodec
-from .training.architectures import rd_loss
+from .training.architectures import bits_per_pixel, rd_loss
 
 __all__ = [
     "AdversarialTrainingSettings",
@@ -39,7 +39,6 @@ __all__ = [
     "adversarial_inputs",
     "adversarial_batch",
     "attacked_rows",
-    "bits_per_pixel",
     "rate_gap",
     "latent_shift",
     "adversarial_terms",
@@ -84,6 +83,10 @@ class AdversarialTrainingSettings:
             self.attack(objective)  # validates objective, eps and steps
         if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) or not 0 <= self.fraction <= 1:
             raise ValueError(f"the attacked fraction of a batch must be in [0, 1], got {self.fraction!r}")
+
+    def attacked_count(self, batch_size: int) -> int:
+        """How many images of a batch of ``batch_size`` are attacked: the first ``round(fraction * N)``."""
+        return int(round(self.fraction * batch_size))
 
     def attack(self, objective: str) -> CodecAttackSettings:
         """The PGD settings for one objective."""
@@ -144,15 +147,9 @@ def adversarial_batch(
 
 def attacked_rows(settings: AdversarialTrainingSettings, batch_size: int, objective: str) -> Tensor:
     """The rows of a batch of ``batch_size`` that :func:`adversarial_batch` attacks on ``objective`` (sorted)."""
-    count = int(round(settings.fraction * batch_size))
     turns = len(settings.objectives)
-    rows = [row for row in range(count) if settings.objectives[row % turns] == objective]
+    rows = [row for row in range(settings.attacked_count(batch_size)) if settings.objectives[row % turns] == objective]
     return torch.tensor(rows, dtype=torch.long)
-
-
-def bits_per_pixel(likelihoods: Mapping[str, Tensor], pixels: int) -> Tensor:
-    """Estimated bits per pixel of each image (N,) from a CompressAI output's ``likelihoods``."""
-    return sum(torch.log(lik).flatten(1).sum(1) for lik in likelihoods.values()) / (-math.log(2) * pixels)
 
 
 def rate_gap(model: CompressionModel, attacked_likelihoods: Mapping[str, Tensor], clean: Tensor) -> Tensor:
@@ -213,7 +210,7 @@ def adversarial_terms(
         terms["rate_gap"] = rate_gap(model, {name: lik[rows] for name, lik in out["likelihoods"].items()}, x[rows])
         terms["loss"] = terms["loss"] + rate_gap_weight * terms["rate_gap"]
     if latent_weight:
-        count = int(round(settings.fraction * x.shape[0]))
+        count = settings.attacked_count(x.shape[0])
         terms["latent_shift"] = latent_shift(model, mixed[:count], x[:count])
         terms["loss"] = terms["loss"] + latent_weight * terms["latent_shift"]
     return terms

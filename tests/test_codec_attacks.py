@@ -42,7 +42,6 @@ from hac.adversarial_training import (
     adversarial_batch,
     adversarial_inputs,
     attacked_rows,
-    bits_per_pixel,
     latent_shift,
     rate_gap,
     rd_cost,
@@ -59,6 +58,7 @@ from hac.codec_attacks import (
 from hac.codec_attacks import _signed_steps
 from hac.codecs import create_codec
 from hac.codecs.learned import CompressAICodec
+from hac.training.architectures import bits_per_pixel
 from hac.images import load_image
 from hac.jpeg_rate import jpeg_quantization_tables, jpeg_rate_proxy
 from hac.metrics import psnr

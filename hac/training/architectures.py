@@ -25,7 +25,7 @@ from ..registry import Registry
 if TYPE_CHECKING:
     from .config import TrainConfig
 
-__all__ = ["CODEC_NAME", "Architecture", "ARCHITECTURES", "build_model", "rd_loss", "split_parameters"]
+__all__ = ["CODEC_NAME", "Architecture", "ARCHITECTURES", "build_model", "bits_per_pixel", "rd_loss", "split_parameters"]
 
 CODEC_NAME = "hac-hyperprior"
 
@@ -118,6 +118,11 @@ def build_model(architecture: str, N: int, M: int) -> nn.Module:
     return ARCHITECTURES.get(architecture).build(N, M)
 
 
+def bits_per_pixel(likelihoods: Mapping[str, Tensor], pixels: int) -> Tensor:
+    """Estimated bits per pixel of each image (N,) from a CompressAI output's ``likelihoods``."""
+    return sum(torch.log(lik).flatten(1).sum(1) for lik in likelihoods.values()) / (-math.log(2) * pixels)
+
+
 def rd_loss(out: Mapping, x: Tensor, lmbda: float) -> dict[str, Tensor]:
     """CompressAI's rate–distortion loss: ``λ·255²·MSE + bpp``.
 
@@ -129,8 +134,7 @@ def rd_loss(out: Mapping, x: Tensor, lmbda: float) -> dict[str, Tensor]:
     Returns:
         ``loss``, ``bpp`` and ``mse`` (scalars).
     """
-    num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
-    bpp = sum(torch.log(lik).sum() for lik in out["likelihoods"].values()) / (-math.log(2) * num_pixels)
+    bpp = bits_per_pixel(out["likelihoods"], x.shape[2] * x.shape[3]).mean()
     mse = F.mse_loss(out["x_hat"], x)
     return {"loss": lmbda * 255**2 * mse + bpp, "bpp": bpp, "mse": mse}
 

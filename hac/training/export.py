@@ -81,9 +81,8 @@ def export(
         intro = f"hac's own `{arch.name}` ({arch.paper}), trained by `hac.train` on {config.device}."
     aux_text = f", aux Adam {config.aux_lr:g}" if has_aux else ""
     logit_text = f", logit distance weighted {config.purify_logit_weight:g}" if config.purify_logit_weight else ""
-    penalties = [f"{name} weighted {weight:g}" for name, weight in
-                 (("rate gap", config.adv_rate_gap_weight), ("latent shift", config.adv_latent_weight)) if weight]
-    penalty_text = "".join(f", {penalty}" for penalty in penalties)
+    penalty_text = "".join(f", {name} weighted {weight:g}" for name, weight in
+                           (("rate gap", config.adv_rate_gap_weight), ("latent shift", config.adv_latent_weight)) if weight)
     lines = [
         f"# {stem}",
         "",
