@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from hac.train import TrainConfig, build_model, load_checkpoint, load_model_weights, main, train
-from hac.training.realism import PatchDiscriminator, discriminator_loss, quantized_latents
+from hac.training.decoder_tuning import quantized_latents
+from hac.training.realism import PatchDiscriminator, discriminator_loss
 
 from test_train import image_dir, _config  # noqa: F401  (the generated image folder)
 

@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     }
     run.add_argument("--adversarial", action="store_true", default=None,
                      help="fine-tune on a mix of clean and attacked inputs (hac.adversarial_training)")
+    run.add_argument("--decoder-only", action="store_true", default=None,
+                     help="fine-tune only the decoder on the real quantised latents of clean crops, encoder frozen "
+                          "(the same bitstreams; hac.training.decoder_tuning)")
     comdefend_defaults = ARCHITECTURES.get("comdefend").defaults
     for flag, (kind, text) in options.items():
         name = flag[2:].replace("-", "_")

@@ -59,6 +59,9 @@ class TrainConfig:
             frozen (the bitstreams stay the same), and ``g_s`` learns against a patch discriminator
             (Adam ``disc_lr``, first layer ``disc_width`` channels), with weight
             ``realism_weight`` on the GAN loss and ``realism_feature_weight`` on feature matching.
+        decoder_only: fine-tune only ``g_s`` of a mean-scale hyperprior on the real quantised latents of clean
+            crops, loss λ·255²·MSE (:mod:`hac.training.decoder_tuning`; the bitstreams stay the same), e.g. to win
+            back the clean quality an adversarial fine-tune cost.
     """
 
     data: str
@@ -104,6 +107,7 @@ class TrainConfig:
     realism_feature_weight: float = 1.0
     disc_lr: float = 4e-4
     disc_width: int = 64
+    decoder_only: bool = False
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad value."""
@@ -114,13 +118,17 @@ class TrainConfig:
         if self.realism_weight < 0 or self.realism_feature_weight < 0 or self.disc_lr <= 0 or self.disc_width <= 0:
             raise ValueError(f"realism_weight={self.realism_weight} and realism_feature_weight={self.realism_feature_weight} "
                              f"must be >= 0, disc_lr={self.disc_lr} and disc_width={self.disc_width} positive")
-        if self.realism_weight and (self.adversarial or self.purify_against or self.architecture != "mbt2018-mean"):
-            raise ValueError("--realism-weight fine-tunes the decoder of an mbt2018-mean codec on clean inputs; "
-                             "it does not combine with --adversarial or --purify-against, nor with "
-                             f"architecture {self.architecture!r}")
-        if self.realism_weight and not self.init_from:
-            raise ValueError("--realism-weight trains the decoder of an existing codec with its encoder frozen; "
-                             "pass --init-from WEIGHTS (e.g. weights/hac-hyperprior-q1.safetensors)")
+        if self.realism_weight and self.decoder_only:
+            raise ValueError("--realism-weight already trains the decoder alone; leave out --decoder-only")
+        if self.realism_weight or self.decoder_only:
+            flag = "--realism-weight" if self.realism_weight else "--decoder-only"
+            if self.adversarial or self.purify_against or self.architecture != "mbt2018-mean":
+                raise ValueError(f"{flag} fine-tunes the decoder of an mbt2018-mean codec on clean inputs; "
+                                 "it does not combine with --adversarial or --purify-against, nor with "
+                                 f"architecture {self.architecture!r}")
+            if not self.init_from:
+                raise ValueError(f"{flag} trains the decoder of an existing codec with its encoder frozen; "
+                                 "pass --init-from WEIGHTS (e.g. weights/hac-hyperprior-q1.safetensors)")
         for name in ("adv_rate_gap_weight", "adv_latent_weight"):
             weight = getattr(self, name)
             if weight < 0 or (weight and not self.adversarial):

@@ -104,6 +104,8 @@ def export(
         *([f"| realism fine-tuning | decoder only (encoder and entropy models frozen: the same bitstreams), GAN loss "
            f"weighted {config.realism_weight:g} + feature matching {config.realism_feature_weight:g} against a "
            f"patch discriminator (`hac.training.realism`, Adam {config.disc_lr:g}) |"] if config.realism_weight else []),
+        *(["| decoder-only fine-tuning | `g_s` alone on the real quantised latents of clean crops, λ·255²·MSE "
+           "(encoder and entropy models frozen: the same bitstreams; `--decoder-only`) |"] if config.decoder_only else []),
         *([f"| held out | the images listed in `{config.exclude}` |"] if config.exclude else []),
         f"| file | `{weights_path.name}`, {weights_path.stat().st_size / 1e6:.1f} MB{' (transforms in float16)' if half else ''} |",
         f"| exported | {_dt.date.today().isoformat()} |",

@@ -31,7 +31,8 @@ from .checkpoint import atomic_save, load_checkpoint, load_model_weights, restor
 from .config import TrainConfig, lr_factor
 from .data import ImageBank
 from .evaluation import evaluate_model
-from .realism import PatchDiscriminator, freeze_all_but_decoder, realism_step
+from .decoder_tuning import decoder_terms, freeze_all_but_decoder
+from .realism import PatchDiscriminator, realism_step
 
 __all__ = ["train"]
 
@@ -94,12 +95,13 @@ def _resolve_config(config: TrainConfig, resume: bool) -> tuple[TrainConfig, dic
                 f"cannot resume {ckpt_path} with {name}={getattr(config, name)!r}: it was trained with "
                 f"{getattr(saved, name)!r}; use --init-from in a new run_dir to start a different model from it"
             )
-    if bool(saved.realism_weight) != bool(config.realism_weight):
-        raise ValueError(
-            f"cannot resume {ckpt_path} with realism_weight={config.realism_weight}: it was trained with "
-            f"{saved.realism_weight} (a realism run trains the decoder against a discriminator, a plain run the whole "
-            "codec); use --init-from in a new run_dir to switch"
-        )
+    for name, what in (("realism_weight", "a realism run trains the decoder against a discriminator"),
+                       ("decoder_only", "a decoder-only run trains the decoder alone")):
+        if bool(getattr(saved, name)) != bool(getattr(config, name)):
+            raise ValueError(
+                f"cannot resume {ckpt_path} with {name}={getattr(config, name)}: it was trained with "
+                f"{getattr(saved, name)} ({what}, a plain run the whole codec); use --init-from in a new run_dir to switch"
+            )
     return config, ckpt
 
 
@@ -146,8 +148,9 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
     model = build_model(config.architecture, config.N, config.M).to(device, memory_format=torch.channels_last)
     main_params, aux_params = split_parameters(model)
     discriminator = disc_optimizer = None
-    if config.realism_weight:  # the decoder alone learns, against a discriminator (GAN practice: Adam beta1 0.5)
+    if config.realism_weight or config.decoder_only:  # the decoder alone learns; every bitstream stays the same
         main_params, aux_params = freeze_all_but_decoder(model), []
+    if config.realism_weight:  # against a discriminator (GAN practice: Adam beta1 0.5)
         discriminator = PatchDiscriminator(config.disc_width).to(device, memory_format=torch.channels_last)
         disc_optimizer = torch.optim.Adam(discriminator.parameters(), lr=config.disc_lr, betas=(0.5, 0.999))
     optimizer = torch.optim.Adam(main_params, lr=config.lr, betas=(0.5, 0.999) if discriminator is not None else (0.9, 0.999))
@@ -238,6 +241,8 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
             elif discriminator is not None:  # the frozen encoder's real latents, decoded against the discriminator
                 terms = realism_step(model, discriminator, disc_optimizer, x, config.lmbda,
                                      config.realism_weight, config.realism_feature_weight)
+            elif config.decoder_only:
+                terms = decoder_terms(model, x, config.lmbda)
             else:
                 terms = arch.loss_terms(model, x, config)
             if not torch.isfinite(terms["loss"]):

@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = [
-    "PatchDiscriminator", "quantized_latents", "freeze_all_but_decoder",
-    "discriminator_loss", "generator_terms", "realism_step",
-]
+from .decoder_tuning import quantized_latents
+
+__all__ = ["PatchDiscriminator", "discriminator_loss", "generator_terms", "realism_step"]
 
 
 class PatchDiscriminator(nn.Module):
@@ -57,30 +56,6 @@ class PatchDiscriminator(nn.Module):
             h = F.leaky_relu(layer(h), 0.2)
             features.append(h)
         return self.head(h), features
-
-
-@torch.no_grad()
-def quantized_latents(model: nn.Module, x: Tensor) -> Tensor:
-    """ŷ exactly as the decoder receives it from the real bitstream: z and y rounded (around the medians and
-    the predicted means), not the noisy training relaxation. ``model`` is a mean-scale hyperprior."""
-    y = model.g_a(x)
-    z = model.h_a(y)
-    z_hat = model.entropy_bottleneck.quantize(z, "dequantize", model.entropy_bottleneck._get_medians())
-    _, means = model.h_s(z_hat).chunk(2, 1)
-    return model.gaussian_conditional.quantize(y, "dequantize", means)
-
-
-def freeze_all_but_decoder(model: nn.Module) -> list[nn.Parameter]:
-    """Freeze everything but the synthesis transform ``g_s`` and return its parameters.
-
-    Raises:
-        ValueError: the model has no ``g_s`` or no Gaussian means (not a mean-scale hyperprior).
-    """
-    if not hasattr(model, "g_s") or not hasattr(model, "gaussian_conditional") or not hasattr(model, "h_s"):
-        raise ValueError(f"realism fine-tuning needs a mean-scale hyperprior (g_a, h_a, h_s, g_s); got {type(model).__name__}")
-    model.requires_grad_(False)
-    model.g_s.requires_grad_(True)
-    return list(model.g_s.parameters())
 
 
 def discriminator_loss(discriminator: nn.Module, x: Tensor, x_hat: Tensor) -> Tensor:
