@@ -99,4 +99,5 @@ def test_the_exported_card_names_the_decoder_only_fine_tune(image_dir, tmp_path)
     weights = export(path, tmp_path / "out", quality=1, name="tiny-decoder")
     card = (tmp_path / "out" / "tiny-decoder.md").read_text()
     assert "| decoder-only fine-tuning | `g_s` alone" in card and f"| initialised from | {plain} |" in card
+    assert "aux Adam" not in card  # the entropy models were frozen
     load_model_weights(build_model("mbt2018-mean", 16, 16), weights)
