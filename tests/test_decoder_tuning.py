@@ -12,17 +12,8 @@ from hac.train import TrainConfig, build_model, export, load_checkpoint, load_mo
 from hac.training.data import ImageBank
 from hac.training.decoder_tuning import decoder_terms, freeze_all_but_decoder, quantized_latents
 
+from test_realism import _plain_checkpoint
 from test_train import image_dir, _config  # noqa: F401  (the generated image folder)
-
-
-def _plain_checkpoint(image_dir, tmp_path):
-    return train(_config(image_dir, tmp_path / "plain", steps=5, checkpoint_every=0))
-
-
-def _model(state) -> torch.nn.Module:
-    model = build_model("mbt2018-mean", 16, 16)
-    model.load_state_dict(state)
-    return model.eval()
 
 
 def test_decoder_terms_are_the_weighted_error_of_decoding_the_real_latents_and_train_only_the_decoder():
@@ -61,8 +52,9 @@ def test_a_decoder_only_run_improves_the_decoding_of_the_same_bitstreams(image_d
     x = ImageBank(image_dir, 64).sample(8, torch.Generator().manual_seed(5))
     errors, strings = [], []
     for state in (before, after):
-        model = _model(state)
-        model.update(force=True)
+        model = build_model("mbt2018-mean", 16, 16)
+        model.load_state_dict(state)
+        model.eval().update(force=True)
         with torch.no_grad():
             coded = model.compress(x)
             errors.append(F.mse_loss(model.decompress(**coded)["x_hat"], x).item())

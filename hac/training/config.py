@@ -109,6 +109,11 @@ class TrainConfig:
     disc_width: int = 64
     decoder_only: bool = False
 
+    @property
+    def trains_decoder_alone(self) -> bool:
+        """A realism or decoder-only run: only ``g_s`` learns, the encoder and entropy models are frozen."""
+        return bool(self.realism_weight or self.decoder_only)
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad value."""
         arch = ARCHITECTURES.get(self.architecture)
@@ -120,7 +125,7 @@ class TrainConfig:
                              f"must be >= 0, disc_lr={self.disc_lr} and disc_width={self.disc_width} positive")
         if self.realism_weight and self.decoder_only:
             raise ValueError("--realism-weight already trains the decoder alone; leave out --decoder-only")
-        if self.realism_weight or self.decoder_only:
+        if self.trains_decoder_alone:
             flag = "--realism-weight" if self.realism_weight else "--decoder-only"
             if self.adversarial or self.purify_against or self.architecture != "mbt2018-mean":
                 raise ValueError(f"{flag} fine-tunes the decoder of an mbt2018-mean codec on clean inputs; "

@@ -73,8 +73,8 @@ def export(
     os.chmod(tmp, 0o644)
     os.replace(tmp, weights_path)
 
-    # The decoder-only runs (realism too) freeze the entropy models, so their aux loss never trains.
-    has_aux = bool(split_parameters(model)[1]) and not (config.decoder_only or config.realism_weight)
+    # A run that trains the decoder alone freezes the entropy models, so their aux loss never trains.
+    has_aux = bool(split_parameters(model)[1]) and not config.trains_decoder_alone
     if arch.loss is None:
         intro = (f"hac's own learned codec, rate point q{quality}: CompressAI `{arch.name}` ({arch.paper}), "
                  f"N={config.N}, M={config.M}, trained by `hac.train` on {config.device}.")

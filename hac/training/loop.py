@@ -148,7 +148,7 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
     model = build_model(config.architecture, config.N, config.M).to(device, memory_format=torch.channels_last)
     main_params, aux_params = split_parameters(model)
     discriminator = disc_optimizer = None
-    if config.realism_weight or config.decoder_only:  # the decoder alone learns; every bitstream stays the same
+    if config.trains_decoder_alone:  # every bitstream stays the same
         main_params, aux_params = freeze_all_but_decoder(model), []
     if config.realism_weight:  # against a discriminator (GAN practice: Adam beta1 0.5)
         discriminator = PatchDiscriminator(config.disc_width).to(device, memory_format=torch.channels_last)
