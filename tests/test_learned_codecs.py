@@ -261,6 +261,27 @@ def test_hac_hyperprior_missing_weights(offline) -> None:
         create_codec("hac-hyperprior:q=1")
 
 
+@pytest.mark.parametrize("family", ["hac-hyperprior-adv", "hac-hyperprior-robust"])
+def test_hac_family_names_its_own_files(offline, family: str) -> None:
+    assert ARCHITECTURES[family].qualities == (1, 2, 3)
+    assert ARCHITECTURES[family].spec(2).filename == f"{family}-q2.safetensors"
+    with pytest.raises(hub.MissingWeightsError, match=rf"copy the file into weights/{family}-q1\.safetensors"):
+        create_codec(f"{family}:q=1")
+
+
+@pytest.mark.parametrize("q", ARCHITECTURES["hac-hyperprior-robust"].qualities)
+def test_robust_family_by_name_is_its_shipped_file(q: int) -> None:
+    """``hac-hyperprior-robust:q=Q`` is the codec that ``hac-hyperprior:q=Q,weights=FILE`` loads, not the plain one."""
+    spec = ARCHITECTURES["hac-hyperprior-robust"].spec(q)
+    if hub.weights_available(spec) is None:
+        pytest.skip(f"{spec.filename} is not in weights/")
+    by_name = create_codec(f"hac-hyperprior-robust:q={q}").model.state_dict()
+    by_file = create_codec(f"hac-hyperprior:q={q},weights={hub.weights_available(spec).path}").model.state_dict()
+    plain = create_codec(f"hac-hyperprior:q={q}").model.state_dict()
+    assert all(torch.equal(by_name[key], by_file[key]) for key in by_file)
+    assert not torch.equal(by_name["g_s.0.weight"], plain["g_s.0.weight"])
+
+
 def test_hac_hyperprior_loads_from_weights_dir(offline) -> None:
     from safetensors.torch import save_file
 

@@ -9,6 +9,7 @@ architecture is registered as a codec with the parameters ``q``, ``metric``,
     create_codec("mbt2018-mean:q=3")                      # fast, estimated bpp
     create_codec("cheng2020-attn:q=2,mode=entropy-coded")  # real bitstream
     create_codec("hac-hyperprior:q=1")                    # weights/hac-hyperprior-q1.safetensors
+    create_codec("hac-hyperprior-robust:q=3")             # weights/hac-hyperprior-robust-q3.safetensors
 
 Weights always come through :func:`hac.hub.load_weights` (cache, hash check,
 safe loading); zoo checkpoints are saved in an older CompressAI key layout and
@@ -62,6 +63,15 @@ _PAPERS = {
 }
 HAC_HYPERPRIOR = "hac-hyperprior"
 HAC_QUALITIES = (1, 2, 3)
+HAC_FAMILIES = {
+    HAC_HYPERPRIOR: "hac's mean-scale hyperprior (mbt2018-mean architecture)",
+    f"{HAC_HYPERPRIOR}-adv": "hac's hyperprior adversarially fine-tuned against codec attacks",
+    f"{HAC_HYPERPRIOR}-robust": (
+        "hac's robust hyperprior (latent-shift adversarial training, then the decoder alone; "
+        "docs/results/codec-attacks-kodak)"
+    ),
+}
+"""hac's own codec families: one set of weights per quality, ``weights/<family>-q<q>.safetensors``."""
 DEFAULT_QUALITY = 3
 
 # torch hub convention: "<name>-<first 8 hex digits of the sha256>.<ext>"
@@ -134,24 +144,27 @@ def _zoo_architecture(name: str) -> LearnedArchitecture:
     return LearnedArchitecture(name, ZOO_MODELS[name], specs, dict(ZOO_CONFIGS[name]))
 
 
-def _hac_architecture() -> LearnedArchitecture:
+def _hac_architecture(family: str, description: str) -> LearnedArchitecture:
     specs = {
         ("mse", quality): WeightSpec(
-            name=f"{HAC_HYPERPRIOR}-q{quality}",
-            filename=f"{HAC_HYPERPRIOR}-q{quality}.safetensors",
+            name=f"{family}-q{quality}",
+            filename=f"{family}-q{quality}.safetensors",
             license="MIT",
             paper="hac (this project)",
-            description=f"hac's mean-scale hyperprior (mbt2018-mean architecture), quality {quality}",
+            description=f"{description}, quality {quality}",
         )
         for quality in HAC_QUALITIES
     }
     sizes = {quality: ZOO_CONFIGS["mbt2018-mean"][quality] for quality in HAC_QUALITIES}
-    return LearnedArchitecture(HAC_HYPERPRIOR, MeanScaleHyperprior, specs, sizes)
+    return LearnedArchitecture(family, MeanScaleHyperprior, specs, sizes)
 
 
 ARCHITECTURES: dict[str, LearnedArchitecture] = {
     architecture.name: architecture
-    for architecture in [*(_zoo_architecture(name) for name in ZOO_URLS), _hac_architecture()]
+    for architecture in [
+        *(_zoo_architecture(name) for name in ZOO_URLS),
+        *(_hac_architecture(family, description) for family, description in HAC_FAMILIES.items()),
+    ]
 }
 
 
