@@ -14,6 +14,7 @@ from PIL import Image
 from hac.app import ModelCache, RunFiles, build_demo
 from hac.app import batch, handlers
 from hac.app.files import DATA_ROOT_ENV, EXAMPLE_PHOTOS, example_paths, resolve_data_folder
+from hac.hub import MissingWeightsError
 
 from conftest import BAD_UPLOADS, PHOTO_CLASSES, PNG_SIGNATURE
 
@@ -134,6 +135,23 @@ def test_codec_choices_and_quality_ranges(no_downloaded_weights):
     assert (slider.minimum, slider.maximum, slider.value) == (1, 95, 25)
     with pytest.raises(gr.Error, match="weights download"):
         handlers.quality_for_codec("cheng2020-attn")
+
+
+def test_elic_and_hific_qualities_are_slider_positions(no_downloaded_weights):
+    """Their qualities are a list (λ·1000; low/med/high), so the integer slider picks one by position."""
+    labels = dict((value, label) for label, value in handlers.codec_choices())
+    assert labels["elic"] == "elic (weights not downloaded)" and labels["hific"] == "hific (weights not downloaded)"
+    assert handlers.codec_quality_range("hific") == (1, 3, 2)  # starts at HiFiC's default, med
+    assert handlers.codec_quality_range("elic") == (1, 6, 3)  # ELIC's default, 16
+    assert handlers.codec_quality_range("hac-hyperprior") == (1, 3, 2)  # a run of integers: q itself
+    with pytest.raises(MissingWeightsError, match=r"'hific-low'.*python -m hac convert hific"):
+        handlers.codec_spec("hific", 1)
+    with pytest.raises(MissingWeightsError, match=r"'elic-0450'"):
+        handlers.codec_spec("elic", 6)
+    with pytest.raises(ValueError, match=r"quality must be an integer in \[1, 3\], got 4"):
+        handlers.codec_spec("hific", 4)
+    with pytest.raises(gr.Error, match="hific-med"):
+        handlers.quality_for_codec("hific")
 
 
 def test_attack_spec_from_the_tab_settings():

@@ -102,33 +102,71 @@ def classifier_choices() -> list[tuple[str, str]]:
     return [(name if _classifier_missing(name) is None else f"{name} ({UNAVAILABLE})", name) for name in classifier_names()]
 
 
-def _codec_weights(codec: str) -> dict[int | None, WeightSpec]:
+def _codec_weights(codec: str) -> dict[int | str | None, WeightSpec]:
     """The weights ``codec`` loads, by quality (key ``None``: the codec has no quality); empty: it needs none."""
+    from ..codecs import comdefend, elic, hific
     from ..codecs.compressai_zoo import ARCHITECTURES
 
     if codec in ARCHITECTURES:
         architecture = ARCHITECTURES[codec]
         return {q: architecture.spec(q, architecture.metrics[0]) for q in architecture.qualities}
     if codec == "comdefend":
-        from ..codecs.comdefend import PRETRAINED
-
-        return {None: PRETRAINED["official"]}
-    return {}
+        return {None: comdefend.PRETRAINED["official"]}
+    return dict({"elic": elic.SPECS, "hific": hific.SPECS}.get(codec, {}))
 
 
 def _has_quality(codec: str) -> bool:
     return "q" in inspect.signature(codec_factory(codec)).parameters
 
 
+def _listed_qualities(codec: str) -> list[int | str] | None:
+    """The qualities that the slider's positions 1, 2, ... stand for, when they are not a run of integers
+    (ELIC's λ·1000, HiFiC's low/med/high); ``None`` when the slider shows ``q`` itself."""
+    qualities = [q for q in _codec_weights(codec) if q is not None]
+    if not qualities:
+        return None
+    first = qualities[0]
+    if all(isinstance(q, int) for q in qualities) and qualities == list(range(first, first + len(qualities))):
+        return None
+    return qualities
+
+
+def _default_quality(codec: str) -> int | str | None:
+    """The quality the slider starts at: the first one whose weights are here, else the codec's own default."""
+    weights = _codec_weights(codec)
+    here = [q for q in _qualities_here(codec) if q is not None]
+    if here:
+        return here[0]
+    default = inspect.signature(codec_factory(codec)).parameters["q"].default
+    if default in weights or not weights:
+        return default
+    return list(weights)[len(weights) // 2]
+
+
 def codec_quality_range(codec: str) -> tuple[int, int, int] | None:
-    """(lowest, highest, default) quality ``q`` of a codec, or ``None`` if it has no quality setting."""
+    """(lowest, highest, default) slider value of a codec's quality, or ``None`` if it has no quality setting.
+
+    The slider shows ``q`` itself, except for codecs whose qualities are a list rather than a run of
+    integers: then it shows the position in :func:`_listed_qualities` (1 = the first).
+    """
     if codec in _CLASSICAL_QUALITY:
         return _CLASSICAL_QUALITY[codec]
     if not _has_quality(codec):
         return None
+    listed = _listed_qualities(codec)
+    if listed is not None:
+        return 1, len(listed), listed.index(_default_quality(codec)) + 1
     qualities = sorted(q for q in _codec_weights(codec) if q is not None) or list(range(1, 101))
     here = _qualities_here(codec)
     return qualities[0], qualities[-1], here[0] if here else qualities[len(qualities) // 2]
+
+
+def _quality_at(codec: str, value: int) -> int | str:
+    """The codec's quality ``q`` for the slider value ``value`` (see :func:`codec_quality_range`)."""
+    listed = _listed_qualities(codec)
+    if listed is None:
+        return int_setting("quality", value, 1, 100)
+    return listed[int_setting("quality", value, 1, len(listed)) - 1]
 
 
 def _qualities_here(codec: str) -> list[int | None]:
@@ -151,8 +189,7 @@ def _codec_missing(codec: str, q: int | None = None) -> str | None:
     else:
         if _qualities_here(codec):
             return None
-        span = codec_quality_range(codec)
-        spec = weights.get(span[2] if span else None) or next(iter(weights.values()))
+        spec = weights.get(_default_quality(codec) if _has_quality(codec) else None) or next(iter(weights.values()))
     try:
         resolve_weights(spec, allow_download=False)
     except MissingWeightsError as error:
@@ -185,7 +222,11 @@ def quality_for_codec(codec: str) -> gr.Slider:
         return gr.Slider(interactive=False, info=f"{codec} has no quality setting")
     low, high, default = span
     here = [q for q in _qualities_here(codec) if q is not None]
-    info = f"q in {low}..{high}"
+    listed = _listed_qualities(codec)
+    if listed is None:
+        info = f"q in {low}..{high}"
+    else:
+        info = "q: " + ", ".join(f"{position} = {q}" for position, q in enumerate(listed, 1))
     if _codec_weights(codec) and len(here) < high - low + 1:
         info += f"; weights here for q = {', '.join(map(str, here))}"
     return gr.Slider(minimum=low, maximum=high, value=default, step=1, interactive=True, info=info)
@@ -237,7 +278,10 @@ def attack_spec(attack: str, eps_255: float, steps: int) -> str:
 
 
 def codec_spec(codec: str, quality: int) -> str:
-    """The spec of one codec at quality ``quality``, e.g. ``jpeg:q=25`` (just the name if it has no quality).
+    """The spec of one codec at the quality slider's value, e.g. ``jpeg:q=25`` (just the name if it has no quality).
+
+    The value is ``q`` itself, or for ELIC and HiFiC its position in their list of qualities
+    (``hific`` at 1 is ``hific:q=low``; see :func:`codec_quality_range`).
 
     Raises:
         ValueError: no or an unknown codec, or a quality out of range.
@@ -248,7 +292,7 @@ def codec_spec(codec: str, quality: int) -> str:
     codec_factory(codec)  # unknown name -> ValueError listing the valid ones
     if codec_quality_range(codec) is None:
         return codec
-    quality = int_setting("quality", quality, 1, 100)
+    quality = _quality_at(codec, quality)
     missing = _codec_missing(codec, quality)
     if missing:
         raise MissingWeightsError(missing)
