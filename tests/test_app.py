@@ -154,6 +154,18 @@ def test_elic_and_hific_qualities_are_slider_positions(no_downloaded_weights):
         handlers.quality_for_codec("hific")
 
 
+def test_listed_quality_slider_names_what_is_here(no_downloaded_weights, tmp_path):
+    """Only the file's presence is read here (the codec is not built), so a placeholder file will do."""
+    (tmp_path / "weights").mkdir(exist_ok=True)
+    (tmp_path / "weights" / "hific-high.safetensors").write_bytes(b"not loaded by these handlers")
+    slider = handlers.quality_for_codec("hific")
+    assert (slider.minimum, slider.maximum, slider.value) == (1, 3, 3)  # starts where the weights are
+    assert slider.info == "q: 1 = low, 2 = med, 3 = high; weights here for q = high"
+    assert handlers.codec_spec("hific", 3) == "hific:q=high"
+    with pytest.raises(MissingWeightsError, match="'hific-med'"):
+        handlers.codec_spec("hific", 2)
+
+
 def test_attack_spec_from_the_tab_settings():
     assert handlers.attack_spec("pgd", 4, 10) == "pgd:eps=4/255,steps=10"
     assert handlers.attack_spec("fgsm", 8, 10) == "fgsm:eps=8/255"
