@@ -131,16 +131,13 @@ def _listed_qualities(codec: str) -> list[int | str] | None:
     return qualities
 
 
-def _default_quality(codec: str) -> int | str | None:
-    """The quality the slider starts at: the first one whose weights are here, else the codec's own default."""
-    weights = _codec_weights(codec)
+def _listed_default(codec: str, listed: list[int | str]) -> int | str:
+    """Where a listed-quality slider starts: the first quality whose weights are here, else the codec's own default."""
     here = [q for q in _qualities_here(codec) if q is not None]
     if here:
         return here[0]
     default = inspect.signature(codec_factory(codec)).parameters["q"].default
-    if default in weights or not weights:
-        return default
-    return list(weights)[len(weights) // 2]
+    return default if default in listed else listed[len(listed) // 2]
 
 
 def codec_quality_range(codec: str) -> tuple[int, int, int] | None:
@@ -155,7 +152,7 @@ def codec_quality_range(codec: str) -> tuple[int, int, int] | None:
         return None
     listed = _listed_qualities(codec)
     if listed is not None:
-        return 1, len(listed), listed.index(_default_quality(codec)) + 1
+        return 1, len(listed), listed.index(_listed_default(codec, listed)) + 1
     qualities = sorted(q for q in _codec_weights(codec) if q is not None) or list(range(1, 101))
     here = _qualities_here(codec)
     return qualities[0], qualities[-1], here[0] if here else qualities[len(qualities) // 2]
@@ -189,7 +186,8 @@ def _codec_missing(codec: str, q: int | None = None) -> str | None:
     else:
         if _qualities_here(codec):
             return None
-        spec = weights.get(_default_quality(codec) if _has_quality(codec) else None) or next(iter(weights.values()))
+        span = codec_quality_range(codec)
+        spec = weights.get(_quality_at(codec, span[2]) if span else None) or next(iter(weights.values()))
     try:
         resolve_weights(spec, allow_download=False)
     except MissingWeightsError as error:
