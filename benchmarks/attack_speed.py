@@ -11,7 +11,7 @@ weights) at 224x224, batch ``--batch``, on the CPU, in these pipelines:
 - ``hac bpda``: PGD through ``Purifier("jpeg:q=25")`` under the ``bpda`` threat
   model (real Pillow JPEG forward, identity backward), as ``hac attack`` runs it.
   hac's classifier is frozen for inference (BatchNorm folded into the
-  convolutions, channels-last; :mod:`hac.inference`).
+  convolutions, channels-last; :mod:`hac.models.inference`).
 - ``hac bpda, published net``: the same with the network as published
   (``create_classifier(optimize=False)``): the pipeline's cost without that rewrite.
 - ``ART``: adversarial-robustness-toolbox's ``PyTorchClassifier`` wrapping the
@@ -60,12 +60,12 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hac.attacks import create_attack  # noqa: E402
-from hac.classifiers import Classifier, create_classifier  # noqa: E402
-from hac.images import load_image  # noqa: E402
-from hac.pipeline import to_8bit  # noqa: E402
-from hac.purify import Purifier  # noqa: E402
-from hac.threats import attacked_model  # noqa: E402
+from hac.attacks.classifier_attacks import create_attack  # noqa: E402
+from hac.models.classifiers import Classifier, create_classifier  # noqa: E402
+from hac.core.images import load_image  # noqa: E402
+from hac.defence.pipeline import to_8bit  # noqa: E402
+from hac.defence.purify import Purifier  # noqa: E402
+from hac.attacks.threats import attacked_model  # noqa: E402
 
 EPS = 4 / 255
 STEP = 1 / 255

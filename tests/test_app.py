@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from hac.app import ModelCache, RunFiles, build_demo
-from hac.app import batch, handlers
+from hac.app import batch
+from hac.app import handlers
 from hac.app.files import DATA_ROOT_ENV, EXAMPLE_PHOTOS, example_paths, resolve_data_folder
 from hac.hub import MissingWeightsError
 

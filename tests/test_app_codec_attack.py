@@ -11,8 +11,8 @@ import torch
 
 from hac.app import ModelCache, codec_attack
 from hac.codecs import create_codec
-from hac.images import load_image
-from hac.metrics import psnr
+from hac.core.images import load_image
+from hac.core.metrics import psnr
 
 from conftest import BAD_UPLOADS, PNG_SIGNATURE
 

@@ -15,8 +15,8 @@ from gradio_client.exceptions import AppError
 from hac.app import RunFiles, build_demo, launch_kwargs
 from hac.app.batch import SAMPLE_DATASET
 from hac.app.serving import free_port
-from hac.images import load_image, png_bytes
-from hac.pipeline import attack_and_purify
+from hac.core.images import load_image, png_bytes
+from hac.defence.pipeline import attack_and_purify
 
 pytestmark = pytest.mark.slow
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hac.attacks import attack_names, create_attack, quantize_adversarial
-from hac.diagnostics import gradient_health
-from hac.pipeline import attack_and_purify, to_8bit
-from hac.purify import Purifier
-from hac.threats import THREAT_MODELS, attacked_model
+from hac.attacks.classifier_attacks import attack_names, create_attack, quantize_adversarial
+from hac.attacks.diagnostics import gradient_health
+from hac.defence.pipeline import attack_and_purify, to_8bit
+from hac.defence.purify import Purifier
+from hac.attacks.threats import THREAT_MODELS, attacked_model
 
 EPS = 4 / 255
 
@@ -88,8 +88,8 @@ def test_quantize_adversarial_keeps_budget_and_grid():
 
 
 def _learned_codec():
-    from hac.codecs.compressai_zoo import random_model
-    from hac.codecs.learned import CompressAICodec
+    from hac.codecs.compressai.zoo import random_model
+    from hac.codecs.compressai.codec import CompressAICodec
 
     torch.manual_seed(0)
     return CompressAICodec(random_model("bmshj2018-hyperprior", 1))
@@ -107,7 +107,7 @@ def test_straight_through_reaches_the_pixels_but_a_plain_purifier_masks(classifi
 
 
 def test_masked_gradient_warning_is_reported(classifier, monkeypatch):
-    import hac.pipeline as pipeline
+    import hac.defence.pipeline as pipeline
 
     plain = lambda classifier, purifier, threat, eot: torch.nn.Sequential(purifier, classifier).eval()  # noqa: E731
     monkeypatch.setattr(pipeline, "attacked_model", plain)

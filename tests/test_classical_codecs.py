@@ -11,7 +11,7 @@ from PIL import Image
 
 from hac.codecs import codec_names, create_codec
 from hac.codecs.base import quantize_to_uint8
-from hac.metrics import psnr
+from hac.core.metrics import psnr
 
 
 def test_jpeg_matches_a_direct_pillow_encode(photos):
@@ -87,7 +87,7 @@ def test_jpeg_surrogate_is_differentiable_and_close(photos):
 @pytest.mark.shared_data
 def test_jpeg_rate_distortion_on_kodak_matches_reference(shared_dir):
     """Mean bpp / PSNR over the 24 Kodak images, against the numbers measured with plain Pillow (shared README)."""
-    from hac.images import load_image
+    from hac.core.images import load_image
 
     files = sorted((shared_dir / "data" / "kodak").glob("kodim*.png"))
     assert len(files) == 24
@@ -103,7 +103,7 @@ def test_jpeg_rate_distortion_on_kodak_matches_reference(shared_dir):
 
 def test_the_registry_knows_each_codecs_class_without_building_it():
     from hac.codecs.classical import JpegCodec, WebpCodec
-    from hac.codecs.registry import codec_class, register_codec
+    from hac.codecs.factory import codec_class, register_codec
 
     assert codec_class("jpeg") is JpegCodec and codec_class("jpeg").has_surrogate()
     assert codec_class("webp") is WebpCodec and not codec_class("webp").has_surrogate()

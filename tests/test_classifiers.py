@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hac.classifiers import (
+from hac.models.classifiers import (
     CIFAR10_CLASSES,
     classifier_names,
     create_classifier,
     imagenet_class_names,
     imagenet_index_of_synset,
 )
-from hac.cifar_resnet import cifar_resnet
+from hac.models.cifar_resnet import cifar_resnet
 from hac.hub import MissingWeightsError
 
 
@@ -94,7 +94,7 @@ def test_mismatched_checkpoint_names_the_keys(tmp_path):
 @pytest.mark.shared_data
 @pytest.mark.parametrize("depth", [20, 56])
 def test_real_cifar_resnets_classify_real_samples(shared_dir, depth):
-    from hac.images import load_image
+    from hac.core.images import load_image
 
     weights = next((shared_dir / "weights" / "cifar10-resnet").glob(f"resnet{depth}-*.th"))
     model = create_classifier(f"resnet{depth}", weights=weights)

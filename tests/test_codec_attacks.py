@@ -1,4 +1,4 @@
-"""Attacks on the codecs themselves (hac.codec_attacks, hac.adversarial_training, ``codec-attack``).
+"""Attacks on the codecs themselves (hac.attacks.codec_attacks, hac.training.adversarial, ``codec-attack``).
 
 Offline and small. Three kinds of learned model are used:
 
@@ -37,7 +37,7 @@ from compressai.models import (
 from PIL import Image
 from torch import nn
 
-from hac.adversarial_training import (
+from hac.training.adversarial import (
     AdversarialTrainingSettings,
     adversarial_batch,
     adversarial_inputs,
@@ -48,20 +48,20 @@ from hac.adversarial_training import (
     robustness_report,
 )
 from hac.cli import main
-from hac.codec_attacks import (
+from hac.attacks.codec_attacks import (
     CodecAttackResult,
     CodecAttackSettings,
     attack_codec,
     evaluate_codec_attack,
     objective_function,
 )
-from hac.codec_attacks import _signed_steps
+from hac.attacks.codec_attacks import _signed_steps
 from hac.codecs import create_codec
-from hac.codecs.learned import CompressAICodec
+from hac.codecs.compressai.codec import CompressAICodec
 from hac.training.architectures import bits_per_pixel
-from hac.images import load_image
-from hac.jpeg_rate import jpeg_quantization_tables, jpeg_rate_proxy
-from hac.metrics import psnr
+from hac.core.images import load_image
+from hac.codecs.jpeg_rate import jpeg_quantization_tables, jpeg_rate_proxy
+from hac.core.metrics import psnr
 from random_codecs import Gain, calibrated
 
 FAMILIES = {
@@ -394,8 +394,8 @@ def training_folder(tmp_path, seed: int):
 
 
 def test_adversarial_fine_tuning_runs_and_resumes(tmp_path) -> None:
-    from hac.train import load_checkpoint
-    from hac.train import main as train_main
+    from hac.training import load_checkpoint
+    from hac.cli.train import main as train_main
 
     data = training_folder(tmp_path, seed=10)
     run_dir = tmp_path / "run"
@@ -423,7 +423,7 @@ def test_adversarial_fine_tuning_runs_and_resumes(tmp_path) -> None:
 
 
 def test_the_penalty_weights_add_their_terms_to_the_loss_and_the_card(tmp_path) -> None:
-    from hac.train import main as train_main
+    from hac.cli.train import main as train_main
 
     data = training_folder(tmp_path, seed=30)
     args = ["--data", str(data), "--N", "8", "--M", "8", "--crop", "64", "--batch-size", "2", "--lr", "1e-3", "--lmbda", "0.01",
@@ -449,8 +449,8 @@ def test_the_penalty_weights_add_their_terms_to_the_loss_and_the_card(tmp_path) 
 
 
 def test_classifier_attacked_batch_attacks_the_first_images_within_budget() -> None:
-    from hac.adversarial_training import classifier_attacked_batch
-    from hac.attacks import create_attack
+    from hac.training.adversarial import classifier_attacked_batch
+    from hac.attacks.classifier_attacks import create_attack
 
     torch.manual_seed(0)
     classifier = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
@@ -467,8 +467,8 @@ def test_classifier_attacked_batch_attacks_the_first_images_within_budget() -> N
 
 
 def test_purifier_fine_tuning_runs_with_held_out_images(tmp_path) -> None:
-    from hac.train import load_checkpoint
-    from hac.train import main as train_main
+    from hac.training import load_checkpoint
+    from hac.cli.train import main as train_main
 
     data = training_folder(tmp_path, seed=20)
     held_out = tmp_path / "image_ids.txt"
@@ -491,7 +491,7 @@ def test_purifier_fine_tuning_runs_with_held_out_images(tmp_path) -> None:
 
 
 def test_logit_distance_measures_what_the_classifier_sees_and_trains_the_reconstruction() -> None:
-    from hac.adversarial_training import logit_distance
+    from hac.training.adversarial import logit_distance
 
     torch.manual_seed(0)
     classifier = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
@@ -511,7 +511,7 @@ def test_logit_distance_measures_what_the_classifier_sees_and_trains_the_reconst
 
 
 def test_purifier_fine_tuning_with_the_logit_loss_logs_and_adds_it(tmp_path) -> None:
-    from hac.train import main as train_main
+    from hac.cli.train import main as train_main
 
     data = training_folder(tmp_path, seed=21)
     run_dir = tmp_path / "run"
@@ -533,7 +533,7 @@ def test_purifier_fine_tuning_with_the_logit_loss_logs_and_adds_it(tmp_path) -> 
 
 
 def test_adversarial_fine_tuning_refuses_bad_settings(tmp_path) -> None:
-    from hac.train import TrainConfig, train
+    from hac.training import TrainConfig, train
 
     data = tmp_path / "train"
     data.mkdir()
@@ -558,7 +558,7 @@ def tiny_folder(tmp_path, photo_dir):
 
 
 def test_worst_case_takes_each_measure_from_the_attack_that_hurts_most() -> None:
-    from hac.codec_attacks import worst_case
+    from hac.attacks.codec_attacks import worst_case
 
     def row(codec, method, objective, drop, ratio, clean=1.0, adv=None):
         return {"codec": codec, "method": method, "objective": objective, "eps_255": 4.0, "psnr_drop_pct": drop,

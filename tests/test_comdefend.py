@@ -1,4 +1,4 @@
-"""ComDefend (hac.codecs.comdefend), its weight converter (hac.convert) and its training.
+"""ComDefend (hac.codecs.comdefend), its weight converter (hac.hub.convert) and its training.
 
 Mechanics run on random weights written to tmp_path; the official CIFAR-10 weights
 in ../shared are used (marker ``shared_data``) for the claim that the layout and
@@ -31,9 +31,9 @@ from hac.codecs.comdefend import (
     load_comdefend,
     to_tiles,
 )
-from hac.convert import comdefend_layer_shapes, convert_comdefend, read_weight_list
+from hac.hub.convert import comdefend_layer_shapes, convert_comdefend, read_weight_list
 from hac.hub import UnsafeWeightsError
-from hac.metrics import psnr
+from hac.core.metrics import psnr
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
@@ -333,7 +333,7 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
     Observed (lr 1e-3): loss 0.074 at step 1, about 0.01 from step 6 on, with an
     occasional spike (0.38 once): the noise of std 20 on the code makes single batches noisy.
     """
-    from hac.train import TrainConfig, train
+    from hac.training import TrainConfig, train
 
     data = tmp_path / "images"
     data.mkdir()
@@ -353,7 +353,8 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
 
 
 def test_comdefend_runs_start_from_its_defaults(tmp_path):
-    from hac.train import ARCHITECTURES, main
+    from hac.cli.train import main
+    from hac.training import ARCHITECTURES
 
     defaults = ARCHITECTURES.get("comdefend").defaults
     assert defaults["crop"] == 32 and defaults["lmbda"] == 1e-4
@@ -395,7 +396,7 @@ def test_official_weights_reconstruct_cifar10(shared_dir, tmp_path):
 
 def test_shipped_hac_weights_reconstruct_real_photos(photo_dir):
     """weights/hac-comdefend-cifar10.safetensors (in the repository) codes 32x32 tiles of real photos."""
-    from hac.images import load_image, resize_and_center_crop
+    from hac.core.images import load_image, resize_and_center_crop
 
     codec = create_codec("comdefend", pretrained="hac")
     assert codec.weight_spec.name == "hac-comdefend-cifar10"

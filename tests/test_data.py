@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hac.classifiers import CIFAR10_CLASSES, imagenet_index_of_synset
-from hac.data import (
+from hac.models.classifiers import CIFAR10_CLASSES, imagenet_index_of_synset
+from hac.evaluation.datasets import (
     ClassSubset,
     DatasetUnavailableError,
     FolderDataset,

@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hac.train import TrainConfig, build_model, export, load_checkpoint, load_model_weights, main, train
-from hac.training.data import ImageBank
+from hac.training import TrainConfig, build_model, export, load_checkpoint, load_model_weights, train
+from hac.cli.train import main
+from hac.training.crops import ImageBank
 from hac.training.decoder_tuning import decoder_terms, freeze_all_but_decoder, quantized_latents
 
 from test_realism import _plain_checkpoint

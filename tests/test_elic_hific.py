@@ -1,4 +1,4 @@
-"""ELIC and HiFiC (hac.codecs.elic, hac.codecs.hific): published key layouts, sizes, mechanics.
+"""ELIC and HiFiC (hac.codecs.elic.codec, hac.codecs.hific.codec): published key layouts, sizes, mechanics.
 
 The published checkpoints (Google Drive) cannot be downloaded here, so the tests
 write checkpoints in the *published key layout* -- random values at the published
@@ -45,11 +45,11 @@ from torch import nn
 from hac import hub
 from hac.cli import main as cli_main
 from hac.codecs import create_codec
-from hac.codecs.elic import ELICCodec, check_quality, convert_checkpoint as convert_elic
-from hac.codecs.elic import convert_state_dict as convert_elic_state
-from hac.codecs.elic_model import ELIC
-from hac.codecs.hific import HiFiCCodec, config_from_state, convert_checkpoint as convert_hific, read_checkpoint
-from hac.codecs.hific_model import HiFiC, HiFiCConfig
+from hac.codecs.elic.codec import ELICCodec, check_quality, convert_checkpoint as convert_elic
+from hac.codecs.elic.codec import convert_state_dict as convert_elic_state
+from hac.codecs.elic.model import ELIC
+from hac.codecs.hific.codec import HiFiCCodec, config_from_state, convert_checkpoint as convert_hific, read_checkpoint
+from hac.codecs.hific.model import HiFiC, HiFiCConfig
 from random_codecs import Gain, images
 
 RECONSTRUCTION_ATOL = 1e-6  # fast vs entropy-coded; observed 0.0

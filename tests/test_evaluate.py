@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 
 from hac.cli import main
-from hac.eval_config import PRESETS, ConfigError, load_config
-from hac.eval_results import SUMMARY_COLUMNS
-from hac.evaluate import evaluate, make_plots
-from hac.images import load_image, to_pil
-from hac.results_store import STORE_FILENAME, ResultStore, StoreError
+from hac.evaluation.config import PRESETS, ConfigError, load_config
+from hac.evaluation.results import SUMMARY_COLUMNS
+from hac.evaluation.runner import evaluate, make_plots
+from hac.core.images import load_image, to_pil
+from hac.evaluation.store import STORE_FILENAME, ResultStore, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,7 +81,7 @@ def models(classifier):
 @pytest.fixture(scope="module")
 def reference(folder, models, tmp_path_factory):
     """The mechanics grid run once, uninterrupted; with the attacks it created."""
-    import hac.evaluate as module
+    import hac.evaluation.runner as module
 
     out, calls = tmp_path_factory.mktemp("reference"), []
     original = module.create_attack
@@ -254,7 +254,7 @@ def test_codec_weights_filled_in_later_then_retrained(folder, models, monkeypatc
     """Cells skipped for missing weights are computed once the file exists; a changed file is refused."""
     from safetensors.torch import save_file
 
-    from hac.codecs.compressai_zoo import random_model
+    from hac.codecs.compressai.zoo import random_model
 
     weights = tmp_path / "weights"
     monkeypatch.setenv("HAC_WEIGHTS_DIR", str(weights))
@@ -295,7 +295,7 @@ def test_kill_9_then_resume(folder, reference, tmp_path):
     config.write_text(json.dumps(GRID))
     out = tmp_path / "run"
     # One thread, as the reference: float sums (and so a borderline attack) depend on the thread count.
-    code = (f"import torch; torch.set_num_threads(1); from hac.evaluate import evaluate; "
+    code = (f"import torch; torch.set_num_threads(1); from hac.evaluation.runner import evaluate; "
             f"evaluate({str(config)!r}, {str(out)!r}, data={str(folder)!r})")
     process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:

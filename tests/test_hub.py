@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 
 import pytest
@@ -22,7 +23,7 @@ def _tiny_state() -> dict[str, torch.Tensor]:
 def _put_in_hf_cache(cache, repo_id: str, filename: str, payload: bytes, revision: str = REVISION) -> None:
     """Lay a file out exactly as huggingface_hub's cache does (blobs, snapshots, refs)."""
     repo_dir = cache / f"models--{repo_id.replace('/', '--')}"
-    blob = repo_dir / "blobs" / hub.hashlib.sha256(payload).hexdigest()
+    blob = repo_dir / "blobs" / hashlib.sha256(payload).hexdigest()
     blob.parent.mkdir(parents=True)
     blob.write_bytes(payload)
     snapshot = repo_dir / "snapshots" / revision / filename
@@ -45,7 +46,7 @@ def hub_spec(tmp_path):
         filename="model.safetensors",
         repo_id="someone/tiny-model",
         revision=REVISION,
-        sha256=hub.hashlib.sha256(payload).hexdigest(),
+        sha256=hashlib.sha256(payload).hexdigest(),
     )
     return spec, cache, state
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hac.images import ImageError, load_image, png_bytes, resize_and_center_crop, save_png
+from hac.core.images import ImageError, load_image, png_bytes, resize_and_center_crop, save_png
 
 
 def _save(image: Image.Image, path, **options):

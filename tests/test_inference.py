@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from hac.classifiers import CLASSIFIERS, create_classifier
-from hac.inference import fold_batchnorm, freeze_for_inference
+from hac.models.classifiers import CLASSIFIERS, create_classifier
+from hac.models.inference import fold_batchnorm, freeze_for_inference
 
 FOLDED = [name for name in CLASSIFIERS.names() if CLASSIFIERS.get(name).fold_batchnorm]
 

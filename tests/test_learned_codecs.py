@@ -1,4 +1,4 @@
-"""Learned codecs (hac.codecs.learned, hac.codecs.compressai_zoo): offline, tiny random models.
+"""Learned codecs (hac.codecs.compressai.codec, hac.codecs.compressai.zoo): offline, tiny random models.
 
 Every architecture family is exercised with a random-initialised model of 32
 channels. Random weights put almost every latent in the zero bin, which makes a
@@ -33,8 +33,8 @@ from torch import nn
 
 from hac import hub
 from hac.codecs import create_codec
-from hac.codecs.compressai_zoo import ARCHITECTURES, convert_zoo_state_dict
-from hac.codecs.learned import CompressAICodec
+from hac.codecs.compressai.zoo import ARCHITECTURES, convert_zoo_state_dict
+from hac.codecs.compressai.codec import CompressAICodec
 from random_codecs import calibrated, images
 
 RECONSTRUCTION_ATOL = 1e-5  # fast vs entropy-coded; observed 0.0
@@ -307,7 +307,7 @@ def test_hac_hyperprior_trained_weights_on_kodak(shared_dir, q: int) -> None:
 
     spec = ARCHITECTURES["hac-hyperprior"].spec(q)
     if hub.weights_available(spec) is None:
-        pytest.skip(f"{spec.filename} is not in weights/ yet (exported by hac.train)")
+        pytest.skip(f"{spec.filename} is not in weights/ yet (exported by hac.training)")
     with Image.open(shared_dir / "data" / "kodak" / "kodim23.png") as image:
         array = np.asarray(image.convert("RGB"))[:250, :371]  # an odd crop: padding is exercised too
     x = torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float() / 255
@@ -324,13 +324,13 @@ def test_shipped_hac_hyperprior_beats_jpeg_at_its_own_rate_on_real_photos(photo_
     """The weights in weights/ on scikit-image's photos, real bitstreams, against Pillow JPEG's
     PSNR interpolated at the same bpp. q3 at step 15,907 gave coffee -0.24 dB, chelsea +1.49,
     astronaut +0.38: a mean of +0.54 dB."""
-    from hac.images import load_image
-    from hac.metrics import psnr
-    from hac.training.evaluation import jpeg_psnr_at
+    from hac.core.images import load_image
+    from hac.core.metrics import psnr
+    from hac.training.validation import jpeg_psnr_at
 
     spec = ARCHITECTURES["hac-hyperprior"].spec(q)
     if hub.weights_available(spec) is None:
-        pytest.skip(f"{spec.filename} is not in weights/ yet (exported by hac.train)")
+        pytest.skip(f"{spec.filename} is not in weights/ yet (exported by hac.training)")
     codec, gains = create_codec(f"hac-hyperprior:q={q},mode=entropy-coded"), []
     for name in ("coffee.png", "chelsea.png", "astronaut.png"):
         x = load_image(photo_dir / name)[None]

@@ -1,4 +1,4 @@
-"""Paired comparisons of two defences on the same images (hac.paired)."""
+"""Paired comparisons of two defences on the same images (hac.evaluation.paired)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from hac.eval_config import Cell, load_config
-from hac.eval_results import Results
-from hac.paired import mcnemar_p, paired_interval, paired_rows
+from hac.evaluation.config import Cell, load_config
+from hac.evaluation.results import Results
+from hac.evaluation.paired import mcnemar_p, paired_interval, paired_rows
 
 
 def test_mcnemar_is_the_exact_two_sided_binomial_test():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hac.codecs import create_codec
-from hac.purify import MAX_ROUNDS, Purifier, purify
+from hac.defence.purify import MAX_ROUNDS, Purifier, purify
 
 
 def test_rounds_and_chain_statistics(photos):

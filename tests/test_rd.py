@@ -1,4 +1,4 @@
-"""Rate–distortion evaluation (hac.rd, ``python -m hac rd``): BD-rate maths and a tiny real run."""
+"""Rate–distortion evaluation (hac.rd.sweep, ``python -m hac rd``): BD-rate maths and a tiny real run."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from PIL import Image
 
 from hac.cli import main
 from hac.codecs import create_codec
-from hac.images import load_image
-from hac.bjontegaard import bd_quality, bd_rate
-from hac.rd import DEFAULT_SWEEPS, RDPoint, compare_curves, evaluate_rd, plan_sweeps
+from hac.core.images import load_image
+from hac.rd.bjontegaard import bd_quality, bd_rate
+from hac.rd.sweep import DEFAULT_SWEEPS, RDPoint, compare_curves, evaluate_rd, plan_sweeps
 
 RATES = np.array([0.15, 0.3, 0.55, 0.9, 1.6])
 PSNRS = np.array([25.0, 28.2, 30.6, 32.5, 35.9])

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hac.train import TrainConfig, build_model, load_checkpoint, load_model_weights, main, train
+from hac.training import TrainConfig, build_model, load_checkpoint, load_model_weights, train
+from hac.cli.train import main
 from hac.training.decoder_tuning import quantized_latents
 from hac.training.realism import PatchDiscriminator, discriminator_loss
 
@@ -110,7 +111,7 @@ def test_bad_realism_settings_are_named(overrides, message):
 
 
 def test_the_exported_card_names_the_realism_fine_tune(image_dir, tmp_path):
-    from hac.train import export
+    from hac.training import export
 
     plain = _plain_checkpoint(image_dir, tmp_path)
     path = train(_realism_config(image_dir, tmp_path / "realism", plain, steps=2))

@@ -8,11 +8,11 @@ import torch.nn.functional as F
 from compressai.models import MeanScaleHyperprior
 
 from hac.codecs import create_codec
-from hac.codecs.learned import CompressAICodec
+from hac.codecs.compressai.codec import CompressAICodec
 from hac.codecs.resampled import ResampledCodec
-from hac.metrics import psnr
-from hac.purify import Purifier
-from hac.threats import attacked_model
+from hac.core.metrics import psnr
+from hac.defence.purify import Purifier
+from hac.attacks.threats import attacked_model
 from random_codecs import calibrated, images
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio
 import yaml
 
-from hac.classifiers import CLASSIFIERS
+from hac.models.classifiers import CLASSIFIERS
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hac.specs import ComponentSpec, format_spec, parse_chain, parse_spec, parse_value
+from hac.core.specs import ComponentSpec, format_spec, parse_chain, parse_spec, parse_value
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Mechanics of hac.train on tiny generated images and tiny models (offline, no ../shared)."""
+"""Mechanics of hac.training on tiny generated images and tiny models (offline, no ../shared)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hac.train import (
+from hac.training import (
     CheckpointError,
     ImageBank,
     TrainConfig,
@@ -18,9 +18,9 @@ from hac.train import (
     load_checkpoint,
     load_model_weights,
     lr_factor,
-    main,
     train,
 )
+from hac.cli.train import main
 
 safetensors = pytest.importorskip("safetensors")
 from PIL import Image  # noqa: E402

@@ -1,4 +1,4 @@
-"""The batch tab's handlers: a preset plus the user's edits -> :func:`hac.evaluate.evaluate`.
+"""The batch tab's handlers: a preset plus the user's edits -> :func:`hac.evaluation.runner.evaluate`.
 
 The tab shows a preset's top-level axes as editable text (attacks without their
 budget, budgets in 1/255, codec chains, rounds, threat models). Left as shown, the
@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 import gradio as gr
 import pandas as pd
 
-from ..attacks import ATTACKS
-from ..specs import ComponentSpec, format_spec, parse_spec
-from ..threats import check_threat
+from ..attacks.classifier_attacks import ATTACKS
+from ..core.specs import ComponentSpec, format_spec, parse_spec
+from ..attacks.threats import check_threat
 from .cache import ModelCache
 from .files import RunFiles, resolve_data_folder
 from .handlers import user_error, user_errors
@@ -74,7 +74,7 @@ class BatchOutputs(NamedTuple):
 
 def _evaluate():
     try:
-        from .. import evaluate
+        from ..evaluation import runner as evaluate
     except ImportError as error:
         raise user_error(
             f"the batch evaluation is not available in this installation ({error}).", "Batch evaluation unavailable"
@@ -83,9 +83,9 @@ def _evaluate():
 
 
 def batch_presets() -> list[str]:
-    """Names of the evaluation presets (empty when :mod:`hac.evaluate` is unavailable)."""
+    """Names of the evaluation presets (empty when :mod:`hac.evaluation.runner` is unavailable)."""
     try:
-        from ..evaluate import PRESETS
+        from ..evaluation.runner import PRESETS
     except ImportError:
         return []
     return list(PRESETS)
@@ -225,16 +225,16 @@ def run_batch(
     compare_to: str = "",
     progress: gr.Progress = gr.Progress(),
 ) -> BatchOutputs:
-    """Evaluate a preset (with the tab's edits) on a dataset; see :func:`hac.evaluate.evaluate`.
+    """Evaluate a preset (with the tab's edits) on a dataset; see :func:`hac.evaluation.runner.evaluate`.
 
     Args:
         cache, files: the app's shared model cache (its classifiers are reused) and scratch folder.
         dataset: :data:`SAMPLE_DATASET` or a folder name under ``$HAC_DATA_ROOT``.
-        preset: a key of :data:`hac.evaluate.PRESETS`.
+        preset: a key of :data:`hac.evaluation.runner.PRESETS`.
         limit: images to use (0 or ``None``: the preset's).
         attacks, eps, codecs, rounds, threats: the tab's fields (see :class:`BatchFields`).
         compare_to: a codec chain of the grid to compare every other one with, image by image
-            (:func:`hac.paired.paired_rows`; empty: no comparison).
+            (:func:`hac.evaluation.paired.paired_rows`; empty: no comparison).
         progress: Gradio's live progress bar (a ``gr.Progress()`` default is what makes
             Gradio inject it; outside a request it does nothing).
 
@@ -246,7 +246,7 @@ def run_batch(
         gradio.Error: evaluation unavailable, a bad field, missing data or weights, or a grid over the limits.
     """
     evaluate = _evaluate()
-    from ..paired import check_reference, paired_rows, write_paired
+    from ..evaluation.paired import check_reference, paired_rows, write_paired
 
     with user_errors():
         fields = BatchFields(int(limit or 0), attacks, eps, codecs, rounds, list(threats or []))

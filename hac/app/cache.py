@@ -15,9 +15,9 @@ from typing import Callable, Generic, TypeVar
 
 import torch
 
-from ..classifiers import Classifier, create_classifier
+from ..models.classifiers import Classifier, create_classifier
 from ..codecs import Codec, create_codec
-from ..specs import format_spec, parse_chain
+from ..core.specs import format_spec, parse_chain
 
 __all__ = ["ModelCache"]
 
@@ -65,7 +65,7 @@ class ModelCache:
         self._codecs: _LRU[Codec] = _LRU(max_codecs)
 
     def classifier(self, name: str) -> Classifier:
-        """The pretrained classifier ``name`` (see :func:`hac.classifiers.create_classifier` for errors)."""
+        """The pretrained classifier ``name`` (see :func:`hac.models.classifiers.create_classifier` for errors)."""
         with self._lock:
             return self._classifiers.get_or_build(name, lambda: create_classifier(name, device=self.device))
 

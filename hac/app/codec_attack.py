@@ -1,6 +1,6 @@
 """The "Attack the codec" tab: perturb an image so that a codec reconstructs it worse or spends more bits.
 
-A thin front over :mod:`hac.codec_attacks` (Zhu, Sun et al., "Attack and Defense
+A thin front over :mod:`hac.attacks.codec_attacks` (Zhu, Sun et al., "Attack and Defense
 Analysis of Learned Image Compression", 2024): PGD on the codec's input, with
 gradients from the codec's differentiable stand-in, and every reported number
 from the real codec (Pillow for JPEG, the real entropy-coded bitstream for
@@ -15,10 +15,10 @@ from typing import NamedTuple
 
 import torch
 
-from ..codec_attacks import CodecAttackResult, CodecAttackSettings, check_objective, evaluate_codec_attack, measure
+from ..attacks.codec_attacks import CodecAttackResult, CodecAttackSettings, check_objective, evaluate_codec_attack, measure
 from ..codecs import codec_names
-from ..codecs.registry import codec_class
-from ..images import load_image, perturbation_image, resize_and_center_crop, save_png
+from ..codecs.factory import codec_class
+from ..core.images import load_image, perturbation_image, resize_and_center_crop, save_png
 from . import handlers
 from .cache import ModelCache
 from .files import RunFiles

@@ -20,14 +20,14 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from ..attacks import ATTACKS
-from ..classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER, classifier_names
+from ..attacks.classifier_attacks import ATTACKS
+from ..models.classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER, classifier_names
 from ..codecs import codec_names
-from ..codecs.registry import codec_factory
+from ..codecs.factory import codec_factory
 from ..hub import MissingWeightsError, UnsafeWeightsError, WeightSpec, resolve_weights, weights_available
-from ..images import ImageError, load_image, perturbation_image, save_png
-from ..pipeline import DefenceReport, attack_and_purify
-from ..threats import check_threat
+from ..core.images import ImageError, load_image, perturbation_image, save_png
+from ..defence.pipeline import DefenceReport, attack_and_purify
+from ..attacks.threats import check_threat
 from .cache import ModelCache
 from .files import RunFiles
 
@@ -104,8 +104,10 @@ def classifier_choices() -> list[tuple[str, str]]:
 
 def _codec_weights(codec: str) -> dict[int | str | None, WeightSpec]:
     """The weights ``codec`` loads, by quality (key ``None``: the codec has no quality); empty: it needs none."""
-    from ..codecs import comdefend, elic, hific
-    from ..codecs.compressai_zoo import ARCHITECTURES
+    from ..codecs import comdefend
+    from ..codecs.elic import codec as elic
+    from ..codecs.hific import codec as hific
+    from ..codecs.compressai.zoo import ARCHITECTURES
 
     if codec in ARCHITECTURES:
         architecture = ARCHITECTURES[codec]
@@ -378,11 +380,11 @@ def run_attack(
     Args:
         cache, files: the app's shared model cache and scratch folder.
         image: path of the uploaded image.
-        classifier: a name from :func:`hac.classifiers.classifier_names`.
-        attack: a name from :func:`hac.attacks.attack_names`.
+        classifier: a name from :func:`hac.models.classifiers.classifier_names`.
+        attack: a name from :func:`hac.attacks.classifier_attacks.attack_names`.
         eps_255: L-inf budget in units of 1/255.
         steps: attack iterations (iterative attacks).
-        threat: one of :data:`hac.threats.THREAT_MODELS`.
+        threat: one of :data:`hac.attacks.threats.THREAT_MODELS`.
         codec, quality: a single-codec chain ``codec:q=quality`` ...
         chain: ... unless this chain text is given (``jpeg:q=25+webp:q=80``).
         rounds: purification rounds.

@@ -13,10 +13,12 @@ from typing import Any
 import gradio as gr
 from PIL import UnidentifiedImageError
 
-from ..attacks import attack_names
-from ..classifiers import DEFAULT_CLASSIFIER
-from ..threats import THREAT_MODELS
-from . import batch, codec_attack, handlers
+from ..attacks.classifier_attacks import attack_names
+from ..models.classifiers import DEFAULT_CLASSIFIER
+from ..attacks.threats import THREAT_MODELS
+from . import batch
+from . import codec_attack
+from . import handlers
 from .about import ABOUT_MARKDOWN
 from .cache import ModelCache
 from .files import DATA_ROOT_ENV, RunFiles, data_folders, example_paths
@@ -212,7 +214,7 @@ def _batch_tab(cache: ModelCache, files: RunFiles) -> None:
            else f"set `{DATA_ROOT_ENV}` to offer your own folders.")
     )
     if not presets:
-        gr.Markdown("**⚠** The batch evaluation (`hac.evaluate`) is not available in this installation.")
+        gr.Markdown("**⚠** The batch evaluation (`hac.evaluation.runner`) is not available in this installation.")
     start = batch.preset_fields(presets[0]) if presets else batch.BatchFields(0, "", "", "", "", ["oblivious"])
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):

@@ -14,7 +14,7 @@ import sys
 from typing import Sequence
 
 from ..hub import MissingWeightsError, UnsafeWeightsError
-from ..images import ImageError
+from ..core.images import ImageError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    if args.command == "train":  # hac.train parses its own options
+    if args.command == "train":  # hac.training parses its own options
         args.arguments = [*unknown, *args.arguments]
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

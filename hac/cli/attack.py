@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 
-from ..attacks import ATTACKS
-from ..classifiers import create_classifier
-from ..images import load_image, perturbation_image, save_png
-from ..pipeline import DefenceReport, attack_and_purify
-from ..purify import build_chain
-from ..specs import parse_spec, parse_value
-from ..threats import THREAT_MODELS, check_threat
+from ..attacks.classifier_attacks import ATTACKS
+from ..models.classifiers import create_classifier
+from ..core.images import load_image, perturbation_image, save_png
+from ..defence.pipeline import DefenceReport, attack_and_purify
+from ..defence.purify import build_chain
+from ..core.specs import parse_spec, parse_value
+from ..attacks.threats import THREAT_MODELS, check_threat
 from .common import add_classifier_args, add_codec_args, chain_text, format_topk, write_json
 
 __all__ = ["add_parser", "run"]

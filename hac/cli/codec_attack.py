@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from ..codec_attacks import (
+from ..attacks.codec_attacks import (
     METHODS, OBJECTIVES, STARTS, CodecAttackResult, CodecAttackSettings, check_objective, run_codec_attacks, worst_case,
 )  # fmt: skip
 from ..codecs import create_codec
 from ..hub import MissingWeightsError
-from ..images import list_images, load_image
+from ..core.images import list_images, load_image
 from .common import write_json
 
 __all__ = ["add_parser", "run", "load_folder", "parse_eps_list"]
@@ -178,7 +178,7 @@ def _plot(results: list[CodecAttackResult], out: Path) -> list[Path]:
 
 def _compare(results: list[CodecAttackResult], lmbda: float) -> tuple[list[dict], list[dict]]:
     """Print and return the R-D costs per row, and every codec's change against the first one."""
-    from ..adversarial_training import RobustnessReport  # imports compressai: only when asked for
+    from ..training.adversarial import RobustnessReport  # imports compressai: only when asked for
 
     by_codec: dict[str, list[CodecAttackResult]] = {}
     for result in results:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..images import DEFAULT_MAX_PIXELS
+from ..core.images import DEFAULT_MAX_PIXELS
 
 __all__ = ["add_image_args", "add_classifier_args", "add_codec_args", "chain_text", "write_json", "format_topk"]
 

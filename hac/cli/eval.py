@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..eval_config import PRESETS, load_config
-from ..evaluate import evaluate
-from ..paired import check_reference, paired_rows, write_paired
-from ..plots import make_plots
-from ..results_store import STORE_FILENAME
+from ..evaluation.config import PRESETS, load_config
+from ..evaluation.runner import evaluate
+from ..evaluation.paired import check_reference, paired_rows, write_paired
+from ..evaluation.plots import make_plots
+from ..evaluation.store import STORE_FILENAME
 
 __all__ = ["add_parser", "run", "format_summary", "format_worst_case", "format_paired"]
 

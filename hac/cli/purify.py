@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..classifiers import create_classifier
-from ..images import load_image, save_png
-from ..purify import build_chain, purify
+from ..models.classifiers import create_classifier
+from ..core.images import load_image, save_png
+from ..defence.purify import build_chain, purify
 from .common import add_classifier_args, add_codec_args, add_image_args, chain_text, format_topk, write_json
 
 __all__ = ["add_parser", "run"]

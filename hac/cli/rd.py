@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..rd import MODES, RDPoint, RDResults, evaluate_rd, write_outputs
+from ..rd.sweep import MODES, RDPoint, RDResults, evaluate_rd, write_outputs
 
 __all__ = ["add_parser", "run"]
 

@@ -4,6 +4,6 @@ See :mod:`hac.codecs.base` for the interface and :func:`create_codec` for the fa
 """
 
 from .base import Codec, CodecOutput
-from .registry import codec_names, create_codec, register_codec
+from .factory import codec_names, create_codec, register_codec
 
 __all__ = ["Codec", "CodecOutput", "create_codec", "codec_names", "register_codec"]

@@ -17,7 +17,7 @@ from PIL import Image
 from torch import Tensor
 
 from .base import Codec, CodecOutput, check_image_batch, pad_to_multiple, quantize_to_uint8
-from .registry import register_codec
+from .factory import register_codec
 
 __all__ = ["PillowCodec", "JpegCodec", "WebpCodec", "encode_image"]
 

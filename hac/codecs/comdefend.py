@@ -35,7 +35,7 @@ its initial value, std 1.0, so ``noise=1`` reproduces them.
 
 **Weights.** The codec only loads safetensors: ``comdefend-official`` (the official
 weights, converted once by ``python -m hac convert comdefend``, see
-:mod:`hac.convert`) or ``hac-comdefend-cifar10`` (trained by ``hac.train
+:mod:`hac.hub.convert`) or ``hac-comdefend-cifar10`` (trained by ``hac.training
 --architecture comdefend``).
 """
 
@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from .. import hub
 from ..hub import ConvertedWeightSpec, WeightSpec
 from .base import Codec, CodecOutput, check_image_batch, pad_to_multiple
-from .registry import register_codec
+from .factory import register_codec
 
 __all__ = [
     "COM_CHANNELS",
@@ -131,7 +131,7 @@ HAC_CIFAR10 = WeightSpec(
     filename="hac-comdefend-cifar10.safetensors",
     license="MIT",
     paper=f"hac (this project), architecture of {PAPER}",
-    description="ComDefend trained by hac.train on CIFAR-10 (python -m hac.train --architecture comdefend)",
+    description="ComDefend trained by hac.training on CIFAR-10 (python -m hac train --architecture comdefend)",
 )
 # `pretrained=` values of the codec -> weights.
 PRETRAINED: dict[str, WeightSpec] = {"official": OFFICIAL, "hac": HAC_CIFAR10}
@@ -216,7 +216,7 @@ class ComDefend(nn.Module):
         code = self.soft_code(self.com(x), noise)
         return {"x_hat": self.rec(code), "code": code}
 
-    # CompressAI-style coding (used by hac.train.evaluate_model and export).
+    # CompressAI-style coding (used by hac.training.evaluate_model and export).
     def update(self, force: bool = False) -> bool:
         """Nothing to update: the code is fixed-length. Returns ``False``."""
         return False

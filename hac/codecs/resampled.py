@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..images import resize
+from ..core.images import resize
 from .base import Codec, CodecOutput, check_image_batch, straight_through_clamp
 
 __all__ = ["ResampledCodec", "check_scale", "coded_size", "MIN_SCALE"]

@@ -16,12 +16,38 @@ Modules, in the order data flows through them:
 
 * :mod:`~hac.training.architectures`: the registry of trainable models and their losses;
 * :mod:`~hac.training.config`: :class:`~hac.training.config.TrainConfig` and the LR schedule;
-* :mod:`~hac.training.data`: image folders decoded into memory, sampled as random crops;
+* :mod:`~hac.training.crops`: image folders decoded into memory, sampled as random crops;
 * :mod:`~hac.training.loop`: :func:`~hac.training.loop.train` (resumable, stops cleanly on SIGTERM/SIGINT);
 * :mod:`~hac.training.checkpoint`: the checkpoint format, atomic saving, safe loading;
-* :mod:`~hac.training.evaluation`: real entropy-coded bpp/PSNR and the JPEG reference curve;
+* :mod:`~hac.training.validation`: real entropy-coded bpp/PSNR and the JPEG reference curve;
 * :mod:`~hac.training.export`: safetensors weights plus a model card;
-* :mod:`~hac.training.cli`: ``python -m hac.train``.
-
-The public API is re-exported by :mod:`hac.train`.
+The command line is :mod:`hac.cli.train` (``hac train``).
 """
+
+
+from __future__ import annotations
+
+from .architectures import ARCHITECTURES, Architecture, build_model, rd_loss
+from .checkpoint import CheckpointError, load_checkpoint, load_model_weights
+from .config import TrainConfig, lr_factor
+from .crops import ImageBank
+from .validation import evaluate_model, jpeg_reference
+from .export import export
+from .loop import train
+
+__all__ = [
+    "TrainConfig",
+    "Architecture",
+    "ARCHITECTURES",
+    "ImageBank",
+    "CheckpointError",
+    "build_model",
+    "rd_loss",
+    "lr_factor",
+    "load_checkpoint",
+    "load_model_weights",
+    "evaluate_model",
+    "jpeg_reference",
+    "train",
+    "export",
+]

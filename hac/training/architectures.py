@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..registry import Registry
+from ..core.registry import Registry
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -37,7 +37,7 @@ class Architecture:
     Attributes:
         name: CompressAI zoo name (or ``"comdefend"``), stored in exported metadata.
         build: ``build(N, M) -> nn.Module`` (a model with CompressAI's ``update`` /
-            ``compress`` / ``decompress``, used by :func:`~hac.training.evaluation.evaluate_model`).
+            ``compress`` / ``decompress``, used by :func:`~hac.training.validation.evaluate_model`).
         multiple: input height/width must be a multiple of this (total down-sampling).
         paper: the work that introduced it.
         loss: ``loss(model, x, config) -> {"loss", "mse", ...}`` (scalars); ``None``

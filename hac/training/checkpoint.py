@@ -246,7 +246,7 @@ RUN_RECORDS = ("config.json", "metrics.jsonl", "train.log")
 def pack_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Copy a run folder's latest checkpoint (compacted) and its records into ``out_dir``.
 
-    ``out_dir`` is then a run folder itself: ``python -m hac.train --resume --run-dir OUT_DIR``
+    ``out_dir`` is then a run folder itself: ``python -m hac train --resume --run-dir OUT_DIR``
     (or a copy of it) continues the run. Returns the packed checkpoint's path.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)

@@ -38,20 +38,20 @@ class TrainConfig:
         init_from: checkpoint or exported weights to start from (fine-tuning another λ).
         device: torch device to train on (``"cpu"``, ``"cuda"``); checkpoints are device-independent.
         adversarial, adv_eps, adv_steps, adv_objective, adv_fraction: adversarial fine-tuning of a
-            CompressAI codec (:mod:`hac.adversarial_training`): ``adv_fraction`` of each batch is
+            CompressAI codec (:mod:`hac.training.adversarial`): ``adv_fraction`` of each batch is
             attacked by ``adv_steps``-step PGD within ``adv_eps`` on ``adv_objective``
             (``distortion``, ``rate`` or both, comma-separated); the loss compares with the clean batch.
         adv_rate_gap_weight, adv_latent_weight: add these weights times
-            :func:`hac.adversarial_training.rate_gap` (the bits the rate-attacked images cost over their
-            clean versions) and :func:`hac.adversarial_training.latent_shift` (how far the attacks move
+            :func:`hac.training.adversarial.rate_gap` (the bits the rate-attacked images cost over their
+            clean versions) and :func:`hac.training.adversarial.latent_shift` (how far the attacks move
             the latents, in predicted scales) to the loss (0: off).
         purify_against, purify_attack, purify_fraction, purify_logit_weight: fine-tune a CompressAI
-            codec as a purifier for one classifier (:func:`hac.adversarial_training.classifier_attacked_batch`):
+            codec as a purifier for one classifier (:func:`hac.training.adversarial.classifier_attacked_batch`):
             ``purify_fraction`` of each batch is attacked on the classifier ``purify_against`` by
             ``purify_attack`` (an attack spec, labels = the classifier's own clean predictions); the
             loss compares the codec's output with the clean batch, in pixels and, with weight
             ``purify_logit_weight`` (0: off), in the classifier's logits
-            (:func:`hac.adversarial_training.logit_distance`).
+            (:func:`hac.training.adversarial.logit_distance`).
         exclude: a file of image paths relative to ``data``, one per line, left out of training
             (e.g. an evaluation's ``image_ids.txt``).
         realism_weight, realism_feature_weight, disc_lr, disc_width: realism fine-tuning of a mean-scale

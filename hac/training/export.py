@@ -11,7 +11,7 @@ from pathlib import Path
 from .architectures import ARCHITECTURES, build_model, split_parameters
 from .checkpoint import check_state_dict, half_precision, load_checkpoint
 from .config import TrainConfig
-from .evaluation import evaluate_model, jpeg_psnr_at, jpeg_reference
+from .validation import evaluate_model, jpeg_psnr_at, jpeg_reference
 
 __all__ = ["export"]
 
@@ -77,9 +77,9 @@ def export(
     has_aux = bool(split_parameters(model)[1]) and not config.trains_decoder_alone
     if arch.loss is None:
         intro = (f"hac's own learned codec, rate point q{quality}: CompressAI `{arch.name}` ({arch.paper}), "
-                 f"N={config.N}, M={config.M}, trained by `hac.train` on {config.device}.")
+                 f"N={config.N}, M={config.M}, trained by `hac.training` on {config.device}.")
     else:
-        intro = f"hac's own `{arch.name}` ({arch.paper}), trained by `hac.train` on {config.device}."
+        intro = f"hac's own `{arch.name}` ({arch.paper}), trained by `hac.training` on {config.device}."
     aux_text = f", aux Adam {config.aux_lr:g}" if has_aux else ""
     logit_text = f", logit distance weighted {config.purify_logit_weight:g}" if config.purify_logit_weight else ""
     penalty_text = "".join(f", {name} weighted {weight:g}" for name, weight in
@@ -98,7 +98,7 @@ def export(
         f"| optimiser | Adam lr {config.lr:g} ({config.lr_schedule} schedule, warm-up {config.warmup_steps}){aux_text}, grad clip {config.clip_max_norm:g} |",
         f"| initialised from | {config.init_from or 'scratch'} |",
         *([f"| adversarial fine-tuning | PGD-{config.adv_steps} at ε = {config.adv_eps * 255:g}/255 on the "
-           f"{config.adv_objective} objective(s), {config.adv_fraction:g} of each batch{penalty_text} (`hac.adversarial_training`) |"]
+           f"{config.adv_objective} objective(s), {config.adv_fraction:g} of each batch{penalty_text} (`hac.training.adversarial`) |"]
           if config.adversarial else []),
         *([f"| purifier fine-tuning | `{config.purify_attack}` on `{config.purify_against}` (its own clean predictions), "
            f"{config.purify_fraction:g} of each batch, clean targets (`--purify-against`){logit_text} |"] if config.purify_against else []),

@@ -7,7 +7,7 @@
     metrics.jsonl            one JSON record per log interval and per evaluation
 
 Checkpoints are written every ``checkpoint_every`` steps, at the end, and when
-SIGTERM/SIGINT arrives; ``python -m hac.train --resume --run-dir RUN_DIR`` continues
+SIGTERM/SIGINT arrives; ``python -m hac train --resume --run-dir RUN_DIR`` continues
 where the run stopped.
 """
 
@@ -25,12 +25,12 @@ from typing import Mapping
 
 import torch
 
-from ..data import read_id_lines
+from ..evaluation.datasets import read_id_lines
 from .architectures import ARCHITECTURES, build_model, rd_loss, split_parameters
 from .checkpoint import atomic_save, load_checkpoint, load_model_weights, restore_training_state, training_state
 from .config import TrainConfig, lr_factor
-from .data import ImageBank
-from .evaluation import evaluate_model
+from .crops import ImageBank
+from .validation import evaluate_model
 from .decoder_tuning import decoder_terms, freeze_all_but_decoder
 from .realism import PatchDiscriminator, realism_step
 
@@ -201,7 +201,7 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
     if config.adversarial:
         if arch.loss is not None:
             raise ValueError(f"--adversarial fine-tunes CompressAI codecs; {config.architecture} has its own loss")
-        from ..adversarial_training import AdversarialTrainingSettings, adversarial_terms, attacked_rows
+        from .adversarial import AdversarialTrainingSettings, adversarial_terms, attacked_rows
 
         adversarial = AdversarialTrainingSettings(config.adv_eps, config.adv_steps, config.adv_objective, config.adv_fraction)
         if config.adv_rate_gap_weight and not attacked_rows(adversarial, config.batch_size, "rate").numel():
@@ -211,9 +211,9 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
     if config.purify_against:
         if arch.loss is not None:
             raise ValueError(f"--purify-against fine-tunes CompressAI codecs; {config.architecture} has its own loss")
-        from ..adversarial_training import classifier_attacked_batch, logit_distance
-        from ..attacks import create_attack
-        from ..classifiers import create_classifier
+        from .adversarial import classifier_attacked_batch, logit_distance
+        from ..attacks.classifier_attacks import create_attack
+        from ..models.classifiers import create_classifier
 
         classifier = create_classifier(config.purify_against, device=device)
         classifier.requires_grad_(False)

@@ -1,0 +1,393 @@
+"""Labelled image sets for evaluation, streamed in batches.
+
+Three sources, one interface (:class:`Dataset`: a fixed list of image ids, a
+label per id, and a loader that reads one image):
+
+- ImageNet-layout folders, ``<synset>/<image>`` (a full ImageNet val folder,
+  Imagenette, ``imagenet-val-1300``): the synset folder name is the label,
+  mapped to the ImageNet-1k index in the usual sorted-synset order;
+- CIFAR-10 class folders, ``<class_name>/NNNN.jpg``, labelled in the usual
+  CIFAR-10 order (:data:`hac.models.classifiers.CIFAR10_CLASSES`);
+- a Hugging Face Hub dataset (Imagenette by default), through the optional
+  ``datasets`` package.
+
+Only the list of ids lives in memory; :func:`iter_batches` reads, fits and
+rounds one batch at a time. A corrupt image is skipped and reported in
+:attr:`Batch.skipped`, never fatal. :func:`select_ids` picks a seeded, fixed
+subset of ids, to be recorded with the results so a run repeats exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..models.classifiers import CIFAR10_CLASSES, imagenet_index_of_synset
+from ..core.images import IMAGE_SUFFIXES, ImageError, load_image
+from ..defence.pipeline import to_8bit
+
+__all__ = [
+    "LAYOUTS",
+    "Batch",
+    "Dataset",
+    "FolderDataset",
+    "HubDataset",
+    "DatasetUnavailableError",
+    "ClassSubset",
+    "open_dataset",
+    "select_ids",
+    "read_id_lines",
+    "read_ids_file",
+    "load_batch",
+    "iter_batches",
+]
+
+logger = logging.getLogger(__name__)
+
+LAYOUTS = ("auto", "imagenet", "cifar10", "hub")
+_SYNSET = re.compile(r"^n\d{8}$")
+
+
+class DatasetUnavailableError(FileNotFoundError):
+    """A Hub dataset cannot be loaded here (``datasets`` missing, or offline with nothing cached)."""
+
+
+@dataclass
+class Batch:
+    """One batch of readable images.
+
+    Attributes:
+        ids: image ids of the images in ``x``, in order.
+        x: (N, 3, H, W) float in [0, 1] on the 8-bit grid, fitted to the classifier.
+        labels: (N,) int64 class indices (ImageNet-1k or CIFAR-10).
+        skipped: id -> reason, for the images of this batch that could not be read.
+    """
+
+    ids: list[str]
+    x: Tensor
+    labels: Tensor
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+class Dataset(ABC):
+    """A labelled image set: ids in a fixed order, a label per id, one image at a time.
+
+    Attributes:
+        name: for reports.
+        label_space: ``"imagenet"`` (1000 classes) or ``"cifar10"``.
+    """
+
+    name: str = ""
+    label_space: str = "imagenet"
+
+    @property
+    @abstractmethod
+    def ids(self) -> list[str]:
+        """Every image id, sorted."""
+
+    @abstractmethod
+    def label(self, image_id: str) -> int:
+        """The class index of one image."""
+
+    @abstractmethod
+    def load(self, image_id: str) -> Tensor:
+        """One image, (3, H, W) in [0, 1]. Raises :class:`~hac.core.images.ImageError` if unreadable."""
+
+    @property
+    def class_indices(self) -> list[int]:
+        """The sorted class indices present in the whole set (e.g. Imagenette's 10)."""
+        return sorted({self.label(image_id) for image_id in self.ids})
+
+    def describe(self) -> dict:
+        return {"name": self.name, "labels": self.label_space, "images": len(self.ids), "classes": len(self.class_indices)}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class FolderDataset(Dataset):
+    """``<class folder>/<image>`` on disk, ImageNet or CIFAR-10 labelling.
+
+    Args:
+        root: the folder holding one subfolder per class.
+        layout: ``"imagenet"`` (folders are WordNet synsets such as ``n01440764``),
+            ``"cifar10"`` (folders are CIFAR-10 class names) or ``"auto"``
+            (CIFAR-10 if every folder is a CIFAR-10 class name, else ImageNet).
+
+    Image ids are the paths relative to ``root`` with ``/`` separators,
+    e.g. ``n01440764/ILSVRC2012_val_00000293.JPEG``. Files with other
+    extensions and hidden entries are ignored.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
+        ValueError: no images, images outside class folders, or folder names
+            that are not classes of the layout (the message lists them).
+    """
+
+    def __init__(self, root: str | Path, layout: str = "auto") -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"data folder not found: {self.root}")
+        if layout not in ("auto", "imagenet", "cifar10"):
+            raise ValueError(f"folder layout must be one of auto, imagenet, cifar10, got {layout!r}")
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        loose = sorted(p.name for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if loose:
+            raise ValueError(
+                f"{self.root} holds images directly ({', '.join(loose[:3])}{', ...' if len(loose) > 3 else ''}); "
+                "expected one subfolder per class: <synset>/<image> (ImageNet) or <class_name>/<image> (CIFAR-10)"
+            )
+        if layout == "auto":
+            layout = "cifar10" if folders and all(p.name in CIFAR10_CLASSES for p in folders) else "imagenet"
+        self.layout = self.label_space = layout
+        self.name = f"{layout} folder {self.root}"
+        class_of = self._class_indices([p.name for p in folders])
+        self._labels: dict[str, int] = {}
+        for folder in folders:
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES:
+                    self._labels[f"{folder.name}/{path.name}"] = class_of[folder.name]
+        if not self._labels:
+            raise ValueError(
+                f"no images found in {self.root} (extensions: {', '.join(sorted(IMAGE_SUFFIXES))}); "
+                "expected <synset>/<image> (ImageNet) or <class_name>/<image> (CIFAR-10)"
+            )
+        self._ids = sorted(self._labels)
+        logger.info("%s: %d images in %d classes", self.name, len(self._ids), len(set(self._labels.values())))
+
+    def _class_indices(self, names: list[str]) -> dict[str, int]:
+        if self.layout == "cifar10":
+            unknown = [name for name in names if name not in CIFAR10_CLASSES]
+            if unknown:
+                raise ValueError(
+                    f"{self.root}: folder(s) {', '.join(unknown[:5])} are not CIFAR-10 classes; "
+                    f"expected {', '.join(CIFAR10_CLASSES)}"
+                )
+            return {name: CIFAR10_CLASSES.index(name) for name in names}
+        unknown = [name for name in names if not _SYNSET.match(name)]
+        indices = {}
+        for name in names:
+            if name in unknown:
+                continue
+            try:
+                indices[name] = imagenet_index_of_synset(name)
+            except ValueError:
+                unknown.append(name)
+        if unknown:
+            raise ValueError(
+                f"{self.root}: folder(s) {', '.join(sorted(unknown)[:5])}{' ...' if len(unknown) > 5 else ''} "
+                "are not ImageNet-1k synsets; an ImageNet-layout folder holds one folder per class named by its "
+                "WordNet id (e.g. n01440764/), a CIFAR-10 folder one per class name (airplane/, ...)"
+            )
+        return indices
+
+    @property
+    def ids(self) -> list[str]:
+        return self._ids
+
+    def label(self, image_id: str) -> int:
+        return self._labels[image_id]
+
+    def load(self, image_id: str) -> Tensor:
+        return load_image(self.root / image_id)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "root": str(self.root), "layout": self.layout}
+
+
+class HubDataset(Dataset):
+    """A Hugging Face Hub image-classification dataset (Imagenette by default).
+
+    Needs the optional ``datasets`` package, and the network the first time
+    (afterwards the copy in ``cache_dir`` is used). Class names must be
+    ImageNet synsets or CIFAR-10 class names. Image ids are ``<split>/<row>``.
+
+    Args:
+        repo: dataset repository, e.g. ``"frgfm/imagenette"``.
+        config: dataset configuration, e.g. ``"320px"``.
+        split: e.g. ``"validation"``.
+        cache_dir: where ``datasets`` keeps its copy (default: its own cache).
+
+    Raises:
+        DatasetUnavailableError: ``datasets`` is not installed, or the dataset
+            cannot be fetched (offline and not cached).
+        ValueError: its class names are neither synsets nor CIFAR-10 classes.
+    """
+
+    def __init__(
+        self, repo: str = "frgfm/imagenette", config: str | None = "320px", split: str = "validation",
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        try:
+            import datasets
+        except ImportError:
+            raise DatasetUnavailableError(
+                f"the Hub dataset {repo!r} needs the `datasets` package (pip install datasets); "
+                "or point --data at an ImageNet-layout folder such as an extracted Imagenette"
+            ) from None
+        try:
+            self._table = datasets.load_dataset(repo, config, split=split, cache_dir=None if cache_dir is None else str(cache_dir))
+        except (OSError, ValueError) as error:  # ConnectionError and FileNotFoundError are OSErrors
+            raise DatasetUnavailableError(
+                f"could not load the Hub dataset {repo!r} (config {config!r}, split {split!r}): {error}. "
+                "The first load needs internet; later loads use the cache"
+            ) from None
+        self.repo, self.config, self.split = repo, config, split
+        self.name = f"hub {repo} {config or ''} {split}".replace("  ", " ")
+        label_key = "label" if "label" in self._table.features else "labels"
+        self._label_key = label_key
+        names = list(self._table.features[label_key].names)
+        if all(_SYNSET.match(name) for name in names):
+            self.label_space, mapping = "imagenet", [imagenet_index_of_synset(name) for name in names]
+        elif all(name in CIFAR10_CLASSES for name in names):
+            self.label_space, mapping = "cifar10", [CIFAR10_CLASSES.index(name) for name in names]
+        else:
+            raise ValueError(f"Hub dataset {repo!r} has class names {names[:5]}...; expected ImageNet synsets or CIFAR-10 classes")
+        self._labels = [mapping[int(label)] for label in self._table[label_key]]
+        self._ids = [f"{split}/{row:06d}" for row in range(len(self._labels))]
+
+    @property
+    def ids(self) -> list[str]:
+        return self._ids
+
+    def _row(self, image_id: str) -> int:
+        return int(image_id.rsplit("/", 1)[-1])
+
+    def label(self, image_id: str) -> int:
+        return self._labels[self._row(image_id)]
+
+    def load(self, image_id: str) -> Tensor:
+        return load_image(self._table[self._row(image_id)]["image"])
+
+    def describe(self) -> dict:
+        return {**super().describe(), "repo": self.repo, "config": self.config, "split": self.split}
+
+
+def open_dataset(
+    path: str | Path | None = None, layout: str = "auto", *, repo: str = "frgfm/imagenette", config: str | None = "320px",
+    split: str = "validation", cache_dir: str | Path | None = None,
+) -> Dataset:
+    """A folder (``layout`` auto / imagenet / cifar10) or, with ``layout="hub"``, a Hub dataset."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"data layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if layout == "hub":
+        return HubDataset(repo, config, split, cache_dir)
+    if path is None:
+        raise ValueError("no data folder given: pass --data DIR (an ImageNet-layout or CIFAR-10 folder)")
+    return FolderDataset(path, layout)
+
+
+def select_ids(ids: Sequence[str], limit: int | None = None, seed: int = 0) -> list[str]:
+    """A fixed subset of ``limit`` ids drawn with ``random.Random(seed)``, sorted; all ids if ``limit`` is None.
+
+    The same ids, limit and seed always give the same subset; record it with the results.
+    """
+    ordered = sorted(ids)
+    if limit is None or limit >= len(ordered):
+        return ordered
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    return sorted(random.Random(seed).sample(ordered, limit))
+
+
+def read_id_lines(path: str | Path) -> list[str]:
+    """The ids listed one per line in ``path``, in order: ``#`` comments and blank lines skipped, repeats dropped.
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image id list not found: {path}")
+    wanted = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    return list(dict.fromkeys(w for w in wanted if w))
+
+
+def read_ids_file(path: str | Path, dataset: Dataset) -> list[str]:
+    """Image ids listed one per line in ``path`` (:func:`read_id_lines`), checked against ``dataset``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: empty, or it names ids the dataset does not hold.
+    """
+    wanted = read_id_lines(path)
+    if not wanted:
+        raise ValueError(f"image id list {path} is empty")
+    known = set(dataset.ids)
+    missing = [w for w in wanted if w not in known]
+    if missing:
+        raise ValueError(f"{len(missing)} id(s) of {path} are not in {dataset.name}, e.g. {missing[:3]}")
+    return wanted
+
+
+def load_batch(
+    dataset: Dataset, ids: Sequence[str], fit: Callable[[Tensor], Tensor] | None = None, device: str | torch.device = "cpu",
+) -> Batch:
+    """Read ``ids``, fit each image with ``fit`` (e.g. ``classifier.fit``), round to 8 bits and stack.
+
+    Unreadable images (:class:`~hac.core.images.ImageError`, or a file that vanished)
+    are left out and reported in :attr:`Batch.skipped`. With no ``fit`` every
+    image must already have the same size.
+    """
+    images, kept, skipped = [], [], {}
+    for image_id in ids:
+        try:
+            image = dataset.load(image_id)[None]
+        except (ImageError, FileNotFoundError) as error:
+            logger.warning("skipping %s: %s", image_id, error)
+            skipped[image_id] = str(error)
+            continue
+        image = image.to(device)
+        images.append(to_8bit(fit(image) if fit is not None else image))
+        kept.append(image_id)
+    if images:
+        x = torch.cat(images)
+    else:
+        x = torch.zeros(0, 3, 1, 1, device=device)
+    labels = torch.tensor([dataset.label(i) for i in kept], dtype=torch.long, device=device)
+    return Batch(kept, x, labels, skipped)
+
+
+def iter_batches(
+    dataset: Dataset, ids: Sequence[str], batch_size: int, fit: Callable[[Tensor], Tensor] | None = None,
+    device: str | torch.device = "cpu",
+) -> Iterator[Batch]:
+    """Stream ``ids`` in consecutive chunks of ``batch_size`` (a chunk's readable images form one :class:`Batch`)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    for start in range(0, len(ids), batch_size):
+        yield load_batch(dataset, ids[start : start + batch_size], fit, device)
+
+
+class ClassSubset(nn.Module):
+    """A classifier whose logits are restricted to ``indices`` (e.g. Imagenette's 10 ImageNet classes).
+
+    Input (N, 3, H, W) in [0, 1]; output (N, len(indices)) logits. Labels must
+    be mapped with :meth:`map_labels` to positions in ``indices``. Attacks on
+    this module only ever see the kept classes, as in the HAC paper.
+    """
+
+    def __init__(self, classifier: nn.Module, indices: Sequence[int]) -> None:
+        super().__init__()
+        if not indices:
+            raise ValueError("ClassSubset needs at least one class index")
+        self.classifier = classifier
+        self.register_buffer("indices", torch.tensor(sorted(indices), dtype=torch.long), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(x)[:, self.indices]
+
+    def map_labels(self, labels: Tensor) -> Tensor:
+        """Class indices -> positions in ``indices`` (each label must be one of them)."""
+        positions = torch.searchsorted(self.indices, labels)
+        if (positions >= len(self.indices)).any() or (self.indices[positions.clamp(max=len(self.indices) - 1)] != labels).any():
+            raise ValueError("a label is not among the kept classes of the ClassSubset")
+        return positions
