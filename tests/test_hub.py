@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from hac import hub
+from hac.cli.weights import register_all_specs
 from hac.hub import MissingWeightsError, UnsafeWeightsError, WeightSpec
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -136,11 +137,13 @@ def test_non_state_dict_is_rejected(tmp_path):
 
 
 def test_embedded_classifier_weights_resolve_from_package():
+    register_all_specs()
     resolved = hub.resolve_weights("efficientnet-lite0")
     assert resolved.origin == "package"
     assert resolved.path.name == "efficientnet-lite0-57934424.pth"
 
 
 def test_unknown_weights_name_lists_choices():
+    register_all_specs()
     with pytest.raises(ValueError, match="unknown weights .no-such-model.; valid choices: .*efficientnet-lite0"):
         hub.get_weight_spec("no-such-model")

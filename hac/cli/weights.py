@@ -6,7 +6,15 @@ import argparse
 
 from .. import hub
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "register_all_specs"]
+
+
+def register_all_specs() -> None:
+    """Register every weight spec hac declares, by importing the modules that declare them."""
+    from ..codecs import factory
+    from ..models import classifiers  # noqa: F401  (importing it registers the classifiers' specs)
+
+    factory.load_all_codec_modules()
 
 
 def add_parser(subparsers) -> None:
@@ -21,7 +29,7 @@ def add_parser(subparsers) -> None:
 
 
 def _listing(names: list[str]) -> int:
-    hub.load_all_specs()
+    register_all_specs()
     selected = [n for n in hub.WEIGHTS.names() if not names or any(part in n for part in names)]
     rows = []
     for name in selected:
@@ -44,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         return _listing(args.names)
     if not args.names:
         raise ValueError("name the weights to download, e.g. `python -m hac weights download resnet50`")
+    register_all_specs()
     for name in args.names:
         resolved = hub.download_weights(name)
         print(f"{name}: {resolved.path} ({resolved.origin})")

@@ -1,9 +1,14 @@
 """Where weights come from and how they are loaded safely; imports no model module.
 
-The public API, re-exported from the modules that implement it.
+:mod:`.specs` says what a set of weights is (and holds their registry), :mod:`.resolve`
+where its file is found, :mod:`.loading` how it is read safely, :mod:`.convert` how
+published checkpoints become safetensors. The public API is re-exported here.
 """
 
-from .weights import (
+from . import loading, resolve, specs
+from .loading import load_state_dict, load_weights, sha256_of
+from .resolve import default_weights_dir, download_weights, is_offline, resolve_weights, weights_available
+from .specs import (
     WEIGHTS,
     ConvertedWeightSpec,
     ManualDownloadWeightSpec,
@@ -11,36 +16,8 @@ from .weights import (
     ResolvedWeights,
     UnsafeWeightsError,
     WeightSpec,
-    default_weights_dir,
-    download_weights,
     get_weight_spec,
-    is_offline,
-    load_all_specs,
-    load_state_dict,
-    load_weights,
     register_weights,
-    resolve_weights,
-    sha256_of,
-    weights_available,
 )
 
-__all__ = [
-    "WeightSpec",
-    "ManualDownloadWeightSpec",
-    "ConvertedWeightSpec",
-    "ResolvedWeights",
-    "MissingWeightsError",
-    "UnsafeWeightsError",
-    "WEIGHTS",
-    "register_weights",
-    "get_weight_spec",
-    "load_all_specs",
-    "resolve_weights",
-    "load_state_dict",
-    "load_weights",
-    "download_weights",
-    "weights_available",
-    "is_offline",
-    "default_weights_dir",
-    "sha256_of",
-]
+__all__ = [*specs.__all__, *resolve.__all__, *loading.__all__]

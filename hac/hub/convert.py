@@ -34,7 +34,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .weights import UnsafeWeightsError, sha256_of
+from .loading import sha256_of
+from .specs import UnsafeWeightsError
 
 __all__ = [
     "COMDEFEND_FORMAT",
