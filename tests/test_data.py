@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -16,12 +15,17 @@ from hac.evaluation.datasets import (
     DatasetUnavailableError,
     FolderDataset,
     HubDataset,
+    HubSource,
+    _gated_or_offline,
     iter_batches,
     load_batch,
     open_dataset,
     read_ids_file,
     select_ids,
 )
+
+from hub_layout import IMAGENET_1K, NAMES, write_hub_dataset
+from hub_layout import SYNSETS as HUB_SYNSETS
 
 SYNSETS = ("n01440764", "n02123045", "n07920052")  # tench, tabby cat, espresso
 
@@ -147,28 +151,17 @@ def test_class_subset_restricts_logits(classifier):
 # ---------------------------------------------------------------- Hub datasets
 
 
-class _FakeLabels:
-    def __init__(self, names):
-        self.names = names
+@pytest.fixture(scope="module")
+def hub_folder(tmp_path_factory):
+    """Seven rows in the Hub's parquet layout, synset class names."""
+    pytest.importorskip("datasets")
+    return write_hub_dataset(tmp_path_factory.mktemp("hub-synsets"), HUB_SYNSETS, [0, 1, 2, 1, 0, 2, 2])
 
 
-class _FakeTable:
-    """Just what HubDataset uses of a ``datasets.Dataset``."""
-
-    def __init__(self, names, labels, images):
-        self.features = {"label": _FakeLabels(names)}
-        self._labels, self._images = labels, images
-
-    def __getitem__(self, key):
-        if key == "label":
-            return self._labels
-        return {"image": self._images[key], "label": self._labels[key]}
-
-
-def _fake_datasets(monkeypatch, load_dataset):
-    module = types.ModuleType("datasets")
-    module.load_dataset = load_dataset
-    monkeypatch.setitem(sys.modules, "datasets", module)
+@pytest.fixture(autouse=True)
+def _datasets_offline(request, monkeypatch):
+    if request.node.get_closest_marker("network") is None:
+        monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
 
 def test_hub_dataset_without_the_package_says_how_to_get_it(monkeypatch):
@@ -177,35 +170,87 @@ def test_hub_dataset_without_the_package_says_how_to_get_it(monkeypatch):
         open_dataset(layout="hub")
 
 
-def test_hub_dataset_offline_is_a_clear_error(monkeypatch):
-    def offline(*args, **kwargs):
-        raise ConnectionError("Couldn't reach 'frgfm/imagenette' on the Hub (LocalEntryNotFoundError)")
+def test_hub_urls_are_parsed_and_bad_ones_named():
+    source = HubSource.parse("hf://datasets/frgfm/imagenette/320px?split=validation&pool=500")
+    assert source == HubSource("frgfm/imagenette", "320px", "validation", 500)
+    assert HubSource.parse(source.url) == source
+    assert HubSource.parse("hf://datasets/ILSVRC/imagenet-1k") == HubSource("ILSVRC/imagenet-1k", None, "validation")
+    with pytest.raises(ValueError, match=r"hf://datasets/<owner>/<name>\[/<config>\].*got 'hf://datasets/imagenette'"):
+        HubSource.parse("hf://datasets/imagenette")
+    with pytest.raises(ValueError, match="unknown parameter.*shuffle.*valid: split, pool"):
+        HubSource.parse("hf://datasets/a/b?split=validation&shuffle=1")
 
-    _fake_datasets(monkeypatch, offline)
-    with pytest.raises(DatasetUnavailableError, match="could not load the Hub dataset 'frgfm/imagenette'.*needs internet"):
-        HubDataset()
+
+def test_hub_layout_folder_streams_the_first_rows_with_synset_labels(hub_folder):
+    dataset = open_dataset(hub_folder, limit=4)
+    assert dataset.ids == [f"validation/{row:06d}" for row in range(4)]
+    assert [dataset.label(i) for i in dataset.ids] == [0, 217, 967, 217]  # tench, English springer, espresso
+    image = dataset.load("validation/000003")
+    assert image.shape == (3, 40, 48) and abs(float(image[1].mean()) - 30 / 255) < 1e-6  # row 3's grey level
 
 
-def test_hub_dataset_maps_synsets_and_loads_rows(monkeypatch):
-    images = [Image.fromarray(np.full((20, 30, 3), v, np.uint8)) for v in (0, 128, 255)]
-    calls = {}
+def test_hub_seeded_sample_is_reproducible_and_reloads_from_its_ids(hub_folder):
+    url_rows = HubSource(str(hub_folder), pool=7).rows(3, seed=1)
+    again = HubSource(str(hub_folder), pool=7).rows(3, seed=1)
+    assert url_rows == again and len(url_rows) == 3 and url_rows != HubSource(str(hub_folder), pool=7).rows(3, seed=2)
+    sample = HubDataset(HubSource(str(hub_folder), pool=7), url_rows)
+    reloaded = open_dataset(hub_folder, ids=sample.ids)
+    assert reloaded.ids == sample.ids == [f"validation/{row:06d}" for row in url_rows]
+    assert all(torch.equal(reloaded.load(i), sample.load(i)) for i in sample.ids)
+    with pytest.raises(ValueError, match="row.*do not exist; use a smaller pool"):
+        HubDataset(HubSource(str(hub_folder), pool=50), [3, 40])
+    with pytest.raises(ValueError, match="not a row of split 'validation'"):
+        open_dataset(hub_folder, ids=["test/000001"])
 
-    def load_dataset(repo, config, split, cache_dir):
-        calls.update(repo=repo, config=config, split=split, cache_dir=cache_dir)
-        return _FakeTable(["n01440764", "n07920052"], [1, 0, 1], images)
 
-    _fake_datasets(monkeypatch, load_dataset)
-    dataset = open_dataset(layout="hub", cache_dir="/tmp/hub-cache")
-    assert calls == {"repo": "frgfm/imagenette", "config": "320px", "split": "validation", "cache_dir": "/tmp/hub-cache"}
-    assert dataset.ids == ["validation/000000", "validation/000001", "validation/000002"]
-    assert [dataset.label(i) for i in dataset.ids] == [967, 0, 967] and dataset.class_indices == [0, 967]
-    assert dataset.load("validation/000001").shape == (3, 20, 30)
+@pytest.mark.parametrize("names, labels, expected", [
+    (IMAGENET_1K, [0, 999, 967], [0, 999, 967]),  # ImageNet-1k: integer labels are the class indices
+    (NAMES, [2, 0, 1], [967, 0, 217]),  # Imagenette-style class names
+    (list(CIFAR10_CLASSES), [9, 0, 3], [9, 0, 3]),
+])
+def test_hub_integer_labels_and_class_names(tmp_path, names, labels, expected):
+    pytest.importorskip("datasets")
+    dataset = open_dataset(write_hub_dataset(tmp_path, names, labels))
+    assert [dataset.label(i) for i in dataset.ids] == expected
+    assert dataset.label_space == ("cifar10" if names[0] == "airplane" else "imagenet")
+
+
+def test_hub_labels_that_are_no_known_classes_are_refused(tmp_path):
+    pytest.importorskip("datasets")
+    with pytest.raises(ValueError, match="neither ImageNet synsets.*no single class named cat-ish"):
+        open_dataset(write_hub_dataset(tmp_path, ["cat-ish", "tench"], [0, 1]))
+
+
+def test_hub_unknown_split_lists_the_splits(hub_folder):
+    with pytest.raises(ValueError, match=r"Bad split: test. Available splits: \['validation'\]"):
+        HubDataset(HubSource(str(hub_folder), split="test"))
+
+
+def test_hub_offline_and_gated_errors_say_what_to_do():
+    datasets = pytest.importorskip("datasets")
+    with pytest.raises(DatasetUnavailableError, match="'ILSVRC/imagenet-1k' cannot be streamed offline.*go online"):
+        open_dataset("hf://datasets/ILSVRC/imagenet-1k?split=validation", limit=5)
+    gated = datasets.exceptions.DatasetNotFoundError(
+        "Dataset 'ILSVRC/imagenet-1k' is a gated dataset on the Hub. You must be authenticated to access it.")
+    message = _gated_or_offline(HubSource("ILSVRC/imagenet-1k"), gated)
+    assert "accept its terms on https://huggingface.co/datasets/ILSVRC/imagenet-1k" in message
+    assert "`hf auth login`" in message and "HF_TOKEN" in message
+
+
+def test_a_hub_subset_runs_through_the_evaluation(hub_folder, classifier, tmp_path):
+    from hac.evaluation.runner import evaluate
+
+    config = {"name": "hub", "batch_size": 2, "codecs": ["jpeg:q=50"], "attacks": ["fgsm:eps=2/255"], "ms_ssim": False}
+    results = evaluate(config, tmp_path, data=f"{hub_folder}", limit=3, models={"efficientnet-lite0": classifier})
+    assert results.image_ids == [f"validation/{row:06d}" for row in range(3)]
+    assert (tmp_path / "rows.jsonl").exists() and results.dataset["split"] == "validation"
+    assert {row["images"] for row in results.summary_rows()} == {3}
 
 
 @pytest.mark.network
 def test_imagenette_from_the_hub(tmp_path, classifier):
     pytest.importorskip("datasets")
-    dataset = HubDataset("frgfm/imagenette", "160px", "validation", cache_dir=tmp_path)
-    assert len(dataset.class_indices) == 10 and len(dataset) > 3000
+    dataset = open_dataset("hf://datasets/frgfm/imagenette/160px?split=validation", limit=20, cache_dir=tmp_path)
+    assert len(dataset) == 20 and set(dataset.class_indices) <= {0, 217, 482, 491, 497, 566, 569, 571, 574, 701}
     batch = load_batch(dataset, dataset.ids[:2], classifier.fit)
     assert batch.x.shape[0] == 2

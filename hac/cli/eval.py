@@ -27,8 +27,10 @@ def add_parser(subparsers) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", type=Path, help="YAML or JSON config (see configs/hac-paper-small.yaml)")
     source.add_argument("--preset", choices=sorted(PRESETS), help="a built-in config")
-    parser.add_argument("--data", type=Path, help="image folder: <synset>/<image> (ImageNet, Imagenette) or "
-                        "<class_name>/<image> (CIFAR-10); overrides the config's data.path")
+    parser.add_argument("--data", help="image folder: <synset>/<image> (ImageNet, Imagenette) or <class_name>/<image> "
+                        "(CIFAR-10); a Hub dataset, streamed: hf://datasets/<owner>/<name>[/<config>]?split=validation"
+                        "[&pool=N] (the first --limit rows, or a seeded sample of the first N); or a folder in the Hub's "
+                        "parquet layout. Overrides the config's data.path")
     parser.add_argument("--out", type=Path, required=True, help="run folder: rows.jsonl, summary.csv, results.json, plots")
     parser.add_argument("--limit", type=int, help="evaluate a fixed, seeded subset of N images (overrides data.limit)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")

@@ -26,7 +26,8 @@ codec ``none``, 0 rounds). Other keys: ``batch_size`` (16; one cell on one
 batch is the unit of work and of resumption), ``seed`` (0; seeds every unit),
 ``eot_samples`` (8), ``ms_ssim`` (true; false skips the MS-SSIM of purified
 adversarial and clean images, which costs about as much as a classifier
-forward pass), ``max_cells`` (2000). ``data`` takes ``path``, ``layout``
+forward pass), ``max_cells`` (2000). ``data`` takes ``path`` (a folder, or a Hub
+dataset ``hf://datasets/<owner>/<name>[/<config>]?split=validation[&pool=N]``), ``layout``
 (auto / imagenet / cifar10 / hub), ``limit``, ``seed``, ``ids_file``,
 ``restrict_classes``, and for the Hub ``repo``, ``config``, ``split``, ``cache_dir``.
 

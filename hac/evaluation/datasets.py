@@ -8,8 +8,9 @@ label per id, and a loader that reads one image):
   mapped to the ImageNet-1k index in the usual sorted-synset order;
 - CIFAR-10 class folders, ``<class_name>/NNNN.jpg``, labelled in the usual
   CIFAR-10 order (:data:`hac.models.classifiers.CIFAR10_CLASSES`);
-- a Hugging Face Hub dataset (Imagenette by default), through the optional
-  ``datasets`` package.
+- a Hugging Face Hub image-classification dataset, streamed through the
+  optional ``datasets`` package (``hf://datasets/<repo>[/<config>]?split=...``,
+  or a local folder in the Hub's parquet layout): only the chosen rows are read.
 
 Only the list of ids lives in memory; :func:`iter_batches` reads, fits and
 rounds one batch at a time. A corrupt image is skipped and reported in
@@ -20,9 +21,11 @@ subset of ids, to be recorded with the results so a run repeats exactly.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 from abc import ABC, abstractmethod
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -30,7 +33,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..models.classifiers import CIFAR10_CLASSES, imagenet_index_of_synset
+from ..models.classifiers import CIFAR10_CLASSES, imagenet_class_names, imagenet_index_of_synset
 from ..core.images import IMAGE_SUFFIXES, ImageError, load_image
 from ..defence.pipeline import to_8bit
 
@@ -40,6 +43,9 @@ __all__ = [
     "Dataset",
     "FolderDataset",
     "HubDataset",
+    "HubSource",
+    "HUB_PREFIX",
+    "is_hub_folder",
     "DatasetUnavailableError",
     "ClassSubset",
     "open_dataset",
@@ -203,86 +209,221 @@ class FolderDataset(Dataset):
         return {**super().describe(), "root": str(self.root), "layout": self.layout}
 
 
-class HubDataset(Dataset):
-    """A Hugging Face Hub image-classification dataset (Imagenette by default).
+HUB_PREFIX = "hf://datasets/"
+"""``--data hf://datasets/<repo>[/<config>][?split=validation][&pool=N]``: a Hub dataset, streamed."""
 
-    Needs the optional ``datasets`` package, and the network the first time
-    (afterwards the copy in ``cache_dir`` is used). Class names must be
-    ImageNet synsets or CIFAR-10 class names. Image ids are ``<split>/<row>``.
 
-    Args:
-        repo: dataset repository, e.g. ``"frgfm/imagenette"``.
-        config: dataset configuration, e.g. ``"320px"``.
+@dataclass(frozen=True)
+class HubSource:
+    """Where a Hub image-classification dataset lives and which rows may be drawn from it.
+
+    Attributes:
+        repo: a Hub dataset repository (``"frgfm/imagenette"``, ``"ILSVRC/imagenet-1k"``) or a local
+            folder in the Hub's layout (parquet files, as ``datasets`` writes and reads them).
+        config: the dataset configuration (``"320px"``), or None.
         split: e.g. ``"validation"``.
-        cache_dir: where ``datasets`` keeps its copy (default: its own cache).
-
-    Raises:
-        DatasetUnavailableError: ``datasets`` is not installed, or the dataset
-            cannot be fetched (offline and not cached).
-        ValueError: its class names are neither synsets nor CIFAR-10 classes.
+        pool: draw a seeded sample of ``limit`` rows from the first ``pool`` rows; None: the first ``limit`` rows.
     """
 
-    def __init__(
-        self, repo: str = "frgfm/imagenette", config: str | None = "320px", split: str = "validation",
-        cache_dir: str | Path | None = None,
-    ) -> None:
+    repo: str
+    config: str | None = None
+    split: str = "validation"
+    pool: int | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> "HubSource":
+        """Read ``hf://datasets/<owner>/<name>[/<config>][?split=...][&pool=N]``.
+
+        Raises:
+            ValueError: not of that form, or an unknown or bad query parameter.
+        """
+        form = "hf://datasets/<owner>/<name>[/<config>]?split=validation[&pool=N]"
+        if not url.startswith(HUB_PREFIX):
+            raise ValueError(f"a Hub dataset is written {form}, got {url!r}")
+        path, _, query = url[len(HUB_PREFIX):].partition("?")
+        parts = [part for part in path.split("/") if part]
+        if len(parts) not in (2, 3):
+            raise ValueError(f"a Hub dataset is written {form}, got {url!r}")
+        params = dict(item.partition("=")[::2] for item in query.split("&") if item)
+        unknown = sorted(set(params) - {"split", "pool"})
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {', '.join(unknown)} in {url!r}; valid: split, pool")
+        pool = params.get("pool")
+        if pool is not None and (not pool.isdigit() or int(pool) < 1):
+            raise ValueError(f"pool must be a positive number of rows, got {pool!r} in {url!r}")
+        return cls("/".join(parts[:2]), parts[2] if len(parts) == 3 else None, params.get("split") or "validation",
+                   None if pool is None else int(pool))
+
+    @property
+    def url(self) -> str:
+        query = f"split={self.split}" + ("" if self.pool is None else f"&pool={self.pool}")
+        return f"{HUB_PREFIX}{self.repo}{'' if self.config is None else '/' + self.config}?{query}"
+
+    def rows(self, limit: int | None, seed: int) -> range | list[int] | None:
+        """The rows a subset of ``limit`` takes: the first ``limit``, or a seeded sample of the first ``pool``."""
+        if self.pool is not None:
+            return [int(i) for i in select_ids([f"{row:09d}" for row in range(self.pool)], limit, seed)]
+        return None if limit is None else range(limit)
+
+
+def _gated_or_offline(source: HubSource, error: Exception) -> str:
+    """Why a Hub dataset could not be opened, and the fix."""
+    from huggingface_hub import constants
+
+    text = str(error)
+    if "gated" in text.lower() or "authenticat" in text.lower():
+        return (f"the Hub dataset {source.repo!r} is gated: accept its terms on https://huggingface.co/datasets/"
+                f"{source.repo}, then log in with `hf auth login` (or set HF_TOKEN to a read token) and retry")
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
+        return (f"the Hub dataset {source.repo!r} cannot be streamed offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE "
+                "is set); go online, or use an ImageNet-layout folder or a Hub-layout folder on disk")
+    return (f"could not stream the Hub dataset {source.repo!r} (config {source.config!r}, split {source.split!r}): "
+            f"{text.splitlines()[0] if text else type(error).__name__}. Streaming needs internet access to the Hub")
+
+
+def _label_mapping(source: HubSource, names: Sequence[str]) -> tuple[str, list[int]]:
+    """(label space, dataset label -> class index) from a ClassLabel's names.
+
+    Synsets (``n01440764``) and CIFAR-10 names map by name; 1000 classes are ImageNet-1k's
+    integer labels (in index order, whatever their names); ImageNet class names
+    (Imagenette's ``tench``, ``English springer``, ...) map to the class of that name.
+    """
+    if names and all(_SYNSET.match(name) for name in names):
+        return "imagenet", [imagenet_index_of_synset(name) for name in names]
+    if names and all(name in CIFAR10_CLASSES for name in names):
+        return "cifar10", [CIFAR10_CLASSES.index(name) for name in names]
+    if len(names) == 1000:
+        return "imagenet", list(range(1000))
+    by_name: dict[str, list[int]] = defaultdict(list)
+    for index, name in enumerate(imagenet_class_names()):
+        by_name[name.lower()].append(index)
+    unknown = [name for name in names if len(by_name.get(name.lower(), [])) != 1]
+    if names and not unknown:
+        return "imagenet", [by_name[name.lower()][0] for name in names]
+    raise ValueError(
+        f"the labels of {source.repo!r} ({', '.join(list(names)[:5])}{', ...' if len(names) > 5 else ''}) are neither "
+        "ImageNet synsets, CIFAR-10 classes, ImageNet-1k's 1000 integer classes nor unambiguous ImageNet class names"
+        + (f" (no single class named {', '.join(unknown[:3])})" if unknown and names else "")
+    )
+
+
+class HubDataset(Dataset):
+    """A Hub image-classification dataset, streamed with ``datasets``: only the chosen rows are read.
+
+    Image ids are ``<split>/<row>`` (row number in the split's order, six digits), so an
+    ``image_ids.txt`` reloads the same images. The chosen rows' encoded images stay in memory.
+
+    Args:
+        source: the repository (or a local Hub-layout folder), config, split and sampling pool.
+        rows: which rows to read (sorted row numbers); None: every row of the split.
+        cache_dir: where ``datasets`` keeps its files (default: its own cache).
+
+    Raises:
+        DatasetUnavailableError: ``datasets`` is missing; or the dataset is gated (the message says
+            how to log in), offline, or otherwise cannot be streamed.
+        ValueError: unknown split, labels that are not ImageNet or CIFAR-10 classes, or rows that do not exist.
+    """
+
+    def __init__(self, source: HubSource, rows: Sequence[int] | None = None, cache_dir: str | Path | None = None) -> None:
         try:
             import datasets
         except ImportError:
             raise DatasetUnavailableError(
-                f"the Hub dataset {repo!r} needs the `datasets` package (pip install datasets); "
+                f"the Hub dataset {source.repo!r} needs the `datasets` package (pip install datasets); "
                 "or point --data at an ImageNet-layout folder such as an extracted Imagenette"
             ) from None
+        self.source = source
+        self.name = f"hub dataset {source.repo} ({source.config or 'default'}, {source.split})"
         try:
-            self._table = datasets.load_dataset(repo, config, split=split, cache_dir=None if cache_dir is None else str(cache_dir))
-        except (OSError, ValueError) as error:  # ConnectionError and FileNotFoundError are OSErrors
-            raise DatasetUnavailableError(
-                f"could not load the Hub dataset {repo!r} (config {config!r}, split {split!r}): {error}. "
-                "The first load needs internet; later loads use the cache"
-            ) from None
-        self.repo, self.config, self.split = repo, config, split
-        self.name = f"hub {repo} {config or ''} {split}".replace("  ", " ")
-        label_key = "label" if "label" in self._table.features else "labels"
-        self._label_key = label_key
-        names = list(self._table.features[label_key].names)
-        if all(_SYNSET.match(name) for name in names):
-            self.label_space, mapping = "imagenet", [imagenet_index_of_synset(name) for name in names]
-        elif all(name in CIFAR10_CLASSES for name in names):
-            self.label_space, mapping = "cifar10", [CIFAR10_CLASSES.index(name) for name in names]
-        else:
-            raise ValueError(f"Hub dataset {repo!r} has class names {names[:5]}...; expected ImageNet synsets or CIFAR-10 classes")
-        self._labels = [mapping[int(label)] for label in self._table[label_key]]
-        self._ids = [f"{split}/{row:06d}" for row in range(len(self._labels))]
+            stream = datasets.load_dataset(source.repo, source.config, split=source.split, streaming=True,
+                                           cache_dir=None if cache_dir is None else str(cache_dir))
+        except (datasets.exceptions.DatasetNotFoundError, OSError) as error:  # ConnectionError is an OSError
+            raise DatasetUnavailableError(_gated_or_offline(source, error)) from None
+        label_key = "label" if "label" in stream.features else "labels"
+        if label_key not in stream.features or not hasattr(stream.features[label_key], "names"):
+            raise ValueError(f"{source.repo!r} has no class-label column 'label' (columns: {', '.join(stream.features)})")
+        self.label_space, mapping = _label_mapping(source, stream.features[label_key].names)
+        stream = stream.cast_column("image", datasets.Image(decode=False))
+        wanted = None if rows is None else set(rows)
+        last = None if rows is None else max(rows, default=-1)
+        self._images: dict[str, bytes] = {}
+        self._labels: dict[str, int] = {}
+        try:
+            for row, example in enumerate(stream):
+                if last is not None and row > last:
+                    break
+                if wanted is None or row in wanted:
+                    image_id = f"{source.split}/{row:06d}"
+                    self._images[image_id] = example["image"]["bytes"]
+                    self._labels[image_id] = mapping[int(example[label_key])]
+        except OSError as error:
+            raise DatasetUnavailableError(_gated_or_offline(source, error)) from None
+        missing = sorted(wanted - {int(i.rsplit("/", 1)[1]) for i in self._labels}) if wanted else []
+        if missing and not isinstance(rows, range):  # the first N of a shorter split is the whole split
+            raise ValueError(f"{source.url} has {len(self._labels) if rows is None else 'fewer'} rows than asked: "
+                             f"row(s) {missing[:3]} do not exist; use a smaller pool, limit or id list")
+        if not self._labels:
+            raise ValueError(f"{source.url} holds no rows")
+        self._ids = sorted(self._labels)
+        logger.info("%s: %d images read", self.name, len(self._ids))
 
     @property
     def ids(self) -> list[str]:
         return self._ids
 
-    def _row(self, image_id: str) -> int:
-        return int(image_id.rsplit("/", 1)[-1])
-
     def label(self, image_id: str) -> int:
-        return self._labels[self._row(image_id)]
+        return self._labels[image_id]
 
     def load(self, image_id: str) -> Tensor:
-        return load_image(self._table[self._row(image_id)]["image"])
+        return load_image(self._images[image_id])
 
     def describe(self) -> dict:
-        return {**super().describe(), "repo": self.repo, "config": self.config, "split": self.split}
+        source = self.source
+        return {**super().describe(), "repo": source.repo, "config": source.config, "split": source.split, "pool": source.pool}
+
+
+def is_hub_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder in the Hub's dataset layout (parquet files at most two levels down)."""
+    root = Path(path)
+    return root.is_dir() and any(any(root.glob(pattern)) for pattern in ("*.parquet", "*/*.parquet", "*/*/*.parquet"))
 
 
 def open_dataset(
     path: str | Path | None = None, layout: str = "auto", *, repo: str = "frgfm/imagenette", config: str | None = "320px",
-    split: str = "validation", cache_dir: str | Path | None = None,
+    split: str = "validation", cache_dir: str | Path | None = None, limit: int | None = None, seed: int = 0,
+    ids: Sequence[str] | None = None,
 ) -> Dataset:
-    """A folder (``layout`` auto / imagenet / cifar10) or, with ``layout="hub"``, a Hub dataset."""
+    """Open a data source: a folder, a Hub-layout folder, an ``hf://datasets/...`` URL, or ``layout="hub"``.
+
+    Folders hold all their images' ids; a Hub dataset reads only the rows it needs: ``ids``
+    (``<split>/<row>``, e.g. from an ``image_ids.txt``), else the subset of ``limit`` rows that
+    :meth:`HubSource.rows` picks with ``seed``, else the whole split.
+    """
     if layout not in LAYOUTS:
         raise ValueError(f"data layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if layout == "hub":
-        return HubDataset(repo, config, split, cache_dir)
-    if path is None:
-        raise ValueError("no data folder given: pass --data DIR (an ImageNet-layout or CIFAR-10 folder)")
-    return FolderDataset(path, layout)
+        source = HubSource(repo, config, split)
+    elif path is not None and str(path).startswith(HUB_PREFIX):
+        source = HubSource.parse(str(path))
+    elif path is not None and layout == "auto" and is_hub_folder(path):
+        source = HubSource(str(path), None, split)
+    elif path is None:
+        raise ValueError("no data folder given: pass --data DIR (an ImageNet-layout or CIFAR-10 folder) "
+                         f"or --data {HUB_PREFIX}<owner>/<name>[/<config>]?split=validation")
+    else:
+        return FolderDataset(path, layout)
+    if ids is not None:
+        rows = sorted({_hub_row(image_id, source) for image_id in ids})
+    else:
+        rows = source.rows(limit, seed)
+    return HubDataset(source, rows, cache_dir)
+
+
+def _hub_row(image_id: str, source: HubSource) -> int:
+    split, _, row = image_id.rpartition("/")
+    if split != source.split or not row.isdigit():
+        raise ValueError(f"image id {image_id!r} is not a row of split {source.split!r} (expected {source.split}/000123)")
+    return int(row)
 
 
 def select_ids(ids: Sequence[str], limit: int | None = None, seed: int = 0) -> list[str]:

@@ -42,7 +42,7 @@ from ..attacks.classifier_attacks import create_attack, quantize_adversarial
 from ..models.classifiers import create_classifier
 from ..codecs import Codec
 from ..attacks.diagnostics import gradient_health
-from .datasets import ClassSubset, Dataset, load_batch, open_dataset, read_ids_file, select_ids
+from .datasets import ClassSubset, Dataset, load_batch, open_dataset, read_id_lines, read_ids_file, select_ids
 from .config import PRESETS, Cell, ConfigError, EvalConfig, config_hash, load_config
 from .results import Results
 from ..hub import MissingWeightsError
@@ -68,7 +68,9 @@ def unit_seed(base: int, unit: str, batch: int) -> int:
 def select_images(config: EvalConfig) -> tuple[Dataset, list[str]]:
     """Open the config's data and pick its image ids (an ids file, else a seeded subset of ``limit``)."""
     data = config.data
-    dataset = open_dataset(data.path, data.layout, repo=data.repo, config=data.config, split=data.split, cache_dir=data.cache_dir)
+    wanted = read_id_lines(data.ids_file) if data.ids_file else None
+    dataset = open_dataset(data.path, data.layout, repo=data.repo, config=data.config, split=data.split,
+                           cache_dir=data.cache_dir, limit=data.limit, seed=data.seed, ids=wanted)
     if data.ids_file:
         return dataset, read_ids_file(data.ids_file, dataset)
     return dataset, select_ids(dataset.ids, data.limit, data.seed)
