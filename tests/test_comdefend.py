@@ -395,7 +395,7 @@ def test_official_weights_reconstruct_cifar10(shared_dir, tmp_path):
 
 
 def test_shipped_hac_weights_reconstruct_real_photos(photo_dir):
-    """weights/hac-comdefend-cifar10.safetensors (in the repository) codes 32x32 tiles of real photos."""
+    """hac/hub/shipped/hac-comdefend-cifar10.safetensors (shipped in the package) codes 32x32 tiles of real photos."""
     from hac.core.images import load_image, resize_and_center_crop
 
     codec = create_codec("comdefend", pretrained="hac")

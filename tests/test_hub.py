@@ -92,7 +92,7 @@ def test_url_weights_missing_offline(tmp_path, monkeypatch):
     cached = tmp_path / "weights" / "m.pth"
     cached.parent.mkdir()
     torch.save(_tiny_state(), cached)
-    assert hub.resolve_weights(spec, weights_dir=tmp_path / "none").origin == "url-cache"
+    assert hub.resolve_weights(spec, weights_dir=tmp_path / "none").origin == "hac-cache"
 
 
 def test_resolution_order_explicit_then_weights_dir(hub_spec, tmp_path):
@@ -108,6 +108,56 @@ def test_resolution_order_explicit_then_weights_dir(hub_spec, tmp_path):
     assert (resolved.origin, resolved.path) == ("explicit", explicit)
     with pytest.raises(FileNotFoundError, match="not found"):
         hub.resolve_weights(spec, tmp_path / "nope.safetensors")
+
+
+def test_own_folders_in_order_env_replaces_checkout_and_package(tmp_path, monkeypatch):
+    """$HAC_WEIGHTS_DIR, else the checkout's weights/, then hac's shipped files, then hac's cache."""
+    from hac.hub import resolve
+
+    state = _tiny_state()
+    spec = WeightSpec(name="own", filename="own.safetensors")
+    checkout, shipped, cache, env = (tmp_path / name for name in ("checkout", "shipped", "cache", "env"))
+    for folder in (checkout / "weights", shipped, cache / "weights", env):
+        folder.mkdir(parents=True)
+        save_file(state, str(folder / spec.filename))
+    monkeypatch.setattr(resolve, "checkout_root", lambda: checkout)
+    monkeypatch.setattr(resolve, "shipped_weights_dir", lambda: shipped)
+    monkeypatch.setenv("HAC_CACHE_DIR", str(cache))
+    monkeypatch.delenv("HAC_WEIGHTS_DIR", raising=False)
+    found = []
+    for remove in (checkout / "weights", shipped, cache / "weights"):
+        resolved = hub.resolve_weights(spec)
+        found.append((resolved.origin, resolved.path.parent))
+        (remove / spec.filename).unlink()
+    assert found == [("checkout", checkout / "weights"), ("package", shipped), ("hac-cache", cache / "weights")]
+    with pytest.raises(MissingWeightsError, match=f"put the file at {checkout / 'weights' / spec.filename}"):
+        hub.resolve_weights(spec)
+    save_file(state, str(shipped / spec.filename))
+    monkeypatch.setenv("HAC_WEIGHTS_DIR", str(env))
+    assert hub.resolve_weights(spec).origin == "HAC_WEIGHTS_DIR"
+    (env / spec.filename).unlink()
+    with pytest.raises(MissingWeightsError, match=f"put the file at {env / spec.filename}"):
+        hub.resolve_weights(spec)  # the shipped copy is not looked at: the variable replaces hac's folders
+
+
+def test_installed_hac_puts_made_weights_in_its_cache(tmp_path, monkeypatch):
+    from hac.hub import resolve
+
+    monkeypatch.setattr(resolve, "checkout_root", lambda: None)
+    monkeypatch.delenv("HAC_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("HAC_CACHE_DIR", str(tmp_path))
+    assert hub.default_weights_dir() == tmp_path / "weights"
+    assert resolve.own_folders() == [(hub.shipped_weights_dir(), "package")]
+
+
+def test_shipped_defaults_resolve_from_the_package(monkeypatch):
+    """hac's embedded defaults are package data (hac/hub/shipped), each with its model card."""
+    monkeypatch.delenv("HAC_WEIGHTS_DIR", raising=False)
+    register_all_specs()
+    for name in ("hac-hyperprior-q1", "hac-hyperprior-q2", "hac-hyperprior-q3", "hac-comdefend-cifar10"):
+        resolved = hub.resolve_weights(name)
+        assert (resolved.origin, resolved.path.parent) == ("package", hub.shipped_weights_dir())
+        assert resolved.path.with_suffix(".md").is_file()
 
 
 class _Evil:

@@ -1,4 +1,6 @@
-"""Run ``python app.py`` in a child process, as a user starts it, and wait for its first page.
+"""Run the app in a child process, as a user starts it, and wait for its first page.
+
+From a checkout that is ``python app.py`` in the checkout; from an installed hac, ``python -m hac.app``.
 
 Shared by the real-browser test and ``benchmarks/app_latency.py``.
 """
@@ -14,9 +16,17 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-__all__ = ["free_port", "start_app", "wait_until_served", "stop"]
+from ..core.checkout import checkout_root
 
-REPOSITORY = Path(__file__).resolve().parent.parent.parent
+__all__ = ["app_command", "free_port", "start_app", "wait_until_served", "stop"]
+
+
+def app_command() -> tuple[list[str], Path | None]:
+    """The command that starts the app and the folder to start it in."""
+    root = checkout_root()
+    if root is not None and (root / "app.py").is_file():
+        return [sys.executable, "app.py"], root
+    return [sys.executable, "-m", "hac.app"], None
 
 
 def free_port() -> int:
@@ -27,12 +37,13 @@ def free_port() -> int:
 
 
 def start_app(port: int, log: IO[bytes], threads: int | None = None) -> subprocess.Popen:
-    """``python app.py`` on 127.0.0.1:``port``, offline, output to ``log``; ``threads`` sets OMP_NUM_THREADS."""
+    """The app (see :func:`app_command`) on 127.0.0.1:``port``, offline, output to ``log``; ``threads`` sets OMP_NUM_THREADS."""
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    return subprocess.Popen([sys.executable, "app.py"], cwd=REPOSITORY, env=env, stdout=log, stderr=subprocess.STDOUT)
+    command, folder = app_command()
+    return subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def wait_until_served(url: str, process: subprocess.Popen, timeout: float) -> float:
@@ -45,7 +56,7 @@ def wait_until_served(url: str, process: subprocess.Popen, timeout: float) -> fl
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
         if process.poll() is not None:
-            raise RuntimeError(f"app.py exited with code {process.returncode}")
+            raise RuntimeError(f"the app exited with code {process.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 if response.status == 200:
@@ -53,7 +64,7 @@ def wait_until_served(url: str, process: subprocess.Popen, timeout: float) -> fl
         except OSError:
             pass
         time.sleep(0.1)
-    raise TimeoutError(f"app.py did not serve {url} within {timeout:.0f} s")
+    raise TimeoutError(f"the app did not serve {url} within {timeout:.0f} s")
 
 
 def stop(process: subprocess.Popen) -> None:

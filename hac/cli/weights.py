@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import hub
+from ..hub.resolve import ORIGINS, own_folders
 
 __all__ = ["add_parser", "run", "register_all_specs"]
 
@@ -35,15 +36,16 @@ def _listing(names: list[str]) -> int:
     for name in selected:
         spec = hub.WEIGHTS.get(name)
         found = hub.weights_available(spec)
-        where = f"{found.origin}: {found.path}" if found else f"missing -> {spec.fetch_hint()}"
+        where = f"{found.origin} ({ORIGINS[found.origin]}): {found.path}" if found else f"missing -> {spec.fetch_hint()}"
         rows.append((name, "yes" if found else "no", spec.license, spec.source, where))
     widths = [max(len(row[i]) for row in rows + [("name", "local", "licence", "source", "")]) for i in range(4)]
     header = ("name", "local", "licence", "source")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  where")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  found in")
     for row in rows:
         print("  ".join(value.ljust(w) for value, w in zip(row[:4], widths)) + "  " + row[4])
     available = sum(row[1] == "yes" for row in rows)
-    print(f"\n{available} of {len(rows)} available locally")
+    print(f"\n{available} of {len(rows)} available locally; hac's own folders, in the order searched: "
+          + ", ".join(f"{origin} {folder}" for folder, origin in own_folders()))
     return 0
 
 

@@ -324,7 +324,7 @@ class ComDefendCodec(Codec):
     Args:
         pretrained: ``"official"`` (the authors' CIFAR-10 weights, converted by
             ``python -m hac convert comdefend``) or ``"hac"`` (hac's own,
-            ``weights/hac-comdefend-cifar10.safetensors``).
+            ``hac/hub/shipped/hac-comdefend-cifar10.safetensors``).
         weights: explicit local ``.safetensors`` file instead (numpy pickles are refused).
         noise: std of the Gaussian subtracted from the code before thresholding
             at inference; 0 (default) is deterministic, > 0 makes the codec stochastic.

@@ -38,6 +38,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..core.checkout import checkout_root
 from .config import BASELINE, Cell, EvalConfig, config_hash
 
 __all__ = ["Results", "SUMMARY_COLUMNS", "WORST_CASE_COLUMNS", "csv_text", "package_versions"]
@@ -55,8 +56,8 @@ _PACKAGES = ("torch", "torchvision", "timm", "torchattacks", "compressai", "nump
 
 def source_commit() -> str | None:
     """The git commit of hac's source tree (``+dirty`` if tracked files changed), or ``None`` outside a checkout."""
-    root = Path(__file__).resolve().parents[2]
-    if not (root / ".git").exists():  # an installed hac, not a checkout
+    root = checkout_root()
+    if root is None or not (root / ".git").exists():  # an installed hac, or a checkout without git
         return None
     try:
         commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"],

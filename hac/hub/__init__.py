@@ -7,7 +7,16 @@ published checkpoints become safetensors. The public API is re-exported here.
 
 from . import loading, resolve, specs
 from .loading import load_state_dict, load_weights, sha256_of
-from .resolve import default_weights_dir, download_weights, is_offline, resolve_weights, weights_available
+from .resolve import (
+    ORIGINS,
+    default_weights_dir,
+    download_weights,
+    is_offline,
+    own_folders,
+    resolve_weights,
+    shipped_weights_dir,
+    weights_available,
+)
 from .specs import (
     WEIGHTS,
     ConvertedWeightSpec,

@@ -1,16 +1,20 @@
 """Where a weights file is found, in a fixed order.
 
-:func:`resolve_weights` finds the file, in this order:
+:func:`resolve_weights` returns the first of these that holds the file, with its origin
+(the name in brackets, which ``hac weights`` prints):
 
-1. an explicit local path given by the user;
-2. a file shipped inside an installed package (the embedded defaults);
-3. the project's ``weights/`` folder (or ``$HAC_WEIGHTS_DIR``);
-4. the Hugging Face Hub cache, then a Hub download (for Hub-hosted weights), or
-   hac's own download cache, then a download (for weights published at a URL).
+1. an explicit local path given by the user (``explicit``);
+2. hac's own folders: ``$HAC_WEIGHTS_DIR`` when set (``HAC_WEIGHTS_DIR``), which then replaces
+   the two below; else the checkout's ``weights/`` when hac runs from a source checkout
+   (``checkout``), then the files shipped inside the hac package, ``hac/hub/shipped/`` (``package``);
+3. a file embedded in another installed package, e.g. EfficientNet-Lite0's (``package``);
+4. hac's cache folder, ``$HAC_CACHE_DIR/weights`` or ``~/.cache/hac/weights`` (``hac-cache``);
+5. the Hugging Face cache (``hub-cache``), then a Hub download (``hub-download``), for Hub-hosted
+   weights; a download into hac's cache (``url-download``), for weights published at a URL.
 
-Offline (``HF_HUB_OFFLINE=1`` or ``HAC_OFFLINE=1``) step 4 never touches the
-network, and a missing file raises :class:`MissingWeightsError`, which names the
-model, where its weights live and the command that fetches them.
+Offline (``HF_HUB_OFFLINE=1`` or ``HAC_OFFLINE=1``) step 5 never touches the network, and a
+missing file raises :class:`MissingWeightsError`, which names the model, where its weights
+live and the command that fetches them.
 """
 
 from __future__ import annotations
@@ -22,13 +26,33 @@ from pathlib import Path
 
 import torch
 
+from ..core.checkout import checkout_root
 from .specs import MissingWeightsError, ResolvedWeights, WeightSpec, get_weight_spec
 
-__all__ = ["resolve_weights", "weights_available", "download_weights", "is_offline", "default_weights_dir"]
+__all__ = [
+    "resolve_weights",
+    "weights_available",
+    "download_weights",
+    "is_offline",
+    "default_weights_dir",
+    "shipped_weights_dir",
+    "own_folders",
+    "ORIGINS",
+]
 
 logger = logging.getLogger(__name__)
 
-PROJECT_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+ORIGINS = {
+    "explicit": "the path given",
+    "weights-dir": "the weights folder given",
+    "HAC_WEIGHTS_DIR": "$HAC_WEIGHTS_DIR",
+    "checkout": "the checkout's weights/",
+    "package": "shipped inside a package, hac or another",
+    "hac-cache": "hac's cache folder",
+    "hub-cache": "the Hugging Face cache",
+    "hub-download": "downloaded from the Hugging Face Hub",
+    "url-download": "downloaded from its URL",
+}
 
 
 def is_offline() -> bool:
@@ -37,16 +61,36 @@ def is_offline() -> bool:
     return any(flag.strip().lower() in ("1", "true", "yes", "on") for flag in flags)
 
 
-def default_weights_dir() -> Path:
-    """``$HAC_WEIGHTS_DIR`` if set, else the project's ``weights/`` folder."""
-    override = os.environ.get("HAC_WEIGHTS_DIR")
-    return Path(override) if override else PROJECT_WEIGHTS_DIR
+def shipped_weights_dir() -> Path:
+    """The weights shipped inside the hac package (the embedded defaults)."""
+    return Path(__file__).resolve().parent / "shipped"
 
 
-def _url_cache_dir() -> Path:
+def _cache_dir() -> Path:
     override = os.environ.get("HAC_CACHE_DIR")
     base = Path(override) if override else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hac"
     return base / "weights"
+
+
+def default_weights_dir() -> Path:
+    """Where weights made on this machine go (converted, copied): ``$HAC_WEIGHTS_DIR`` if set,
+    else the checkout's ``weights/`` when hac runs from one, else hac's cache folder."""
+    override = os.environ.get("HAC_WEIGHTS_DIR")
+    if override:
+        return Path(override)
+    root = checkout_root()
+    return root / "weights" if root is not None else _cache_dir()
+
+
+def own_folders(weights_dir: str | Path | None = None) -> list[tuple[Path, str]]:
+    """hac's own weights folders (step 2), in the order searched, each with its origin name."""
+    if weights_dir is not None:
+        return [(Path(weights_dir), "weights-dir")]
+    override = os.environ.get("HAC_WEIGHTS_DIR")
+    if override:
+        return [(Path(override), "HAC_WEIGHTS_DIR")]
+    root = checkout_root()
+    return ([(root / "weights", "checkout")] if root is not None else []) + [(shipped_weights_dir(), "package")]
 
 
 def _package_path(spec: WeightSpec) -> Path | None:
@@ -78,12 +122,8 @@ def _hub_path(spec: WeightSpec, cache_dir: str | Path | None, allow_download: bo
         raise MissingWeightsError(_missing_message(spec, f"the download failed: {error}")) from error
 
 
-def _url_path(spec: WeightSpec, allow_download: bool) -> tuple[Path, str] | None:
-    cached = _url_cache_dir() / spec.filename
-    if cached.is_file():
-        return cached, "url-cache"
-    if not allow_download:
-        return None
+def _url_download(spec: WeightSpec) -> tuple[Path, str]:
+    cached = _cache_dir() / spec.local_filename
     logger.info("downloading %s from %s", spec.name, spec.url)
     cached.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -115,7 +155,7 @@ def resolve_weights(
     Args:
         spec: a spec or the name of a registered one.
         path: explicit local file; if given it must exist.
-        weights_dir: folder of shipped weights (default :func:`default_weights_dir`).
+        weights_dir: a folder to look in instead of hac's own folders (step 2).
         cache_dir: Hugging Face cache folder (default: the Hub's own).
         allow_download: ``None`` means "unless offline".
 
@@ -130,20 +170,23 @@ def resolve_weights(
         if not path.is_file():
             raise FileNotFoundError(f"weights file for {spec.name!r} not found: {path}")
         return ResolvedWeights(spec, path, "explicit")
+    for folder, origin in own_folders(weights_dir):
+        if (folder / spec.local_filename).is_file():
+            return ResolvedWeights(spec, folder / spec.local_filename, origin)
     if spec.package_file:
         embedded = _package_path(spec)
         if embedded is not None:
             return ResolvedWeights(spec, embedded, "package")
-    shipped = Path(weights_dir) if weights_dir is not None else default_weights_dir()
-    if (shipped / spec.local_filename).is_file():
-        return ResolvedWeights(spec, shipped / spec.local_filename, "weights-dir")
+    cached = _cache_dir() / spec.local_filename
+    if cached.is_file():
+        return ResolvedWeights(spec, cached, "hac-cache")
     # Offline always wins, even over an explicit download request.
     allow_download = (allow_download is not False) and not is_offline()
     found = None
     if spec.repo_id:
         found = _hub_path(spec, cache_dir, allow_download)
-    elif spec.url:
-        found = _url_path(spec, allow_download)
+    elif spec.url and allow_download:
+        found = _url_download(spec)
     if found is None:
         reason = "hac is offline (HF_HUB_OFFLINE/HAC_OFFLINE is set)" if is_offline() else "no local copy was found"
         raise MissingWeightsError(_missing_message(spec, reason))

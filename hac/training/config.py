@@ -133,7 +133,7 @@ class TrainConfig:
                                  f"architecture {self.architecture!r}")
             if not self.init_from:
                 raise ValueError(f"{flag} trains the decoder of an existing codec with its encoder frozen; "
-                                 "pass --init-from WEIGHTS (e.g. weights/hac-hyperprior-q1.safetensors)")
+                                 "pass --init-from WEIGHTS (e.g. hac/hub/shipped/hac-hyperprior-q1.safetensors)")
         for name in ("adv_rate_gap_weight", "adv_latent_weight"):
             weight = getattr(self, name)
             if weight < 0 or (weight and not self.adversarial):

@@ -8,7 +8,7 @@ architecture is registered as a codec with the parameters ``q``, ``metric``,
 
     create_codec("mbt2018-mean:q=3")                      # fast, estimated bpp
     create_codec("cheng2020-attn:q=2,mode=entropy-coded")  # real bitstream
-    create_codec("hac-hyperprior:q=1")                    # weights/hac-hyperprior-q1.safetensors
+    create_codec("hac-hyperprior:q=1")                    # hac/hub/shipped/hac-hyperprior-q1.safetensors
     create_codec("hac-hyperprior-robust:q=3")             # weights/hac-hyperprior-robust-q3.safetensors
 
 Weights always come through :func:`hac.hub.load_weights` (cache, hash check,
