@@ -24,7 +24,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, MissingWeightsError, UnsafeWeights
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m hac", description="Human-aligned compression as an adversarial defence.")
+    parser = argparse.ArgumentParser(prog="hac", description="Human-aligned compression as an adversarial defence.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
