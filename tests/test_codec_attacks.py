@@ -58,7 +58,7 @@ from hac.attacks.codec_attacks import (
 from hac.attacks.codec_attacks import _signed_steps
 from hac.codecs import create_codec
 from hac.codecs.compressai.codec import CompressAICodec
-from hac.training.architectures import bits_per_pixel
+from hac.core.metrics import bits_per_pixel
 from hac.core.images import load_image
 from hac.codecs.jpeg_rate import jpeg_quantization_tables, jpeg_rate_proxy
 from hac.core.metrics import psnr

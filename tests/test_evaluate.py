@@ -25,7 +25,7 @@ from hac.evaluation.config import PRESETS, ConfigError, load_config
 from hac.evaluation.results import SUMMARY_COLUMNS
 from hac.evaluation.runner import evaluate, make_plots
 from hac.core.images import load_image, to_pil
-from hac.evaluation.store import STORE_FILENAME, ResultStore, StoreError
+from hac.evaluation.store import LEGACY_KEYS, STORE_FILENAME, ResultStore, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,7 +105,7 @@ def _store_lines(out: Path) -> list[dict]:
 
 
 def _assert_no_duplicates(out: Path) -> None:
-    rows = [(r["c"], r["i"]) for r in _store_lines(out) if r["kind"] == "row"]
+    rows = [(r["cell"], r["image"]) for r in _store_lines(out) if r["kind"] == "row"]
     assert len(rows) == len(set(rows)) == CELLS * len(PHOTOS)
 
 
@@ -172,11 +172,11 @@ def test_worst_case_is_per_image_minimum_over_attacks(reference):
     worst = {(r["threat"], r["codec"], r["rounds"], r["eps_255"]): r for r in results.worst_case_rows()}
     by_cell = {}
     for record in results.records:
-        by_cell.setdefault(record["c"], {})[record["i"]] = record
+        by_cell.setdefault(record["cell"], {})[record["image"]] = record
     cells = [c for c in results.cells
              if c.threat == "oblivious" and c.codec == "jpeg:q=25" and c.rounds == 1 and round(c.eps * 255) == 4]
     assert {c.attack_name for c in cells} == {"fgsm", "pgd"}
-    expected = sum(min(by_cell[c.id][i]["def"] for c in cells) for i in by_cell[cells[0].id]) / len(PHOTOS)
+    expected = sum(min(by_cell[c.id][i]["defended"] for c in cells) for i in by_cell[cells[0].id]) / len(PHOTOS)
     row = worst["oblivious", "jpeg:q=25", 1, 4.0]
     assert row["robust_acc"] == pytest.approx(expected) and row["cells"] == 2
     single = [r for r in results.summary_rows() if r["cell"] in {c.id for c in cells}]
@@ -229,6 +229,30 @@ def test_torn_last_line_is_dropped(folder, models, reference, tmp_path):
     results = evaluate(GRID, out, data=folder, models=models)
     assert results.run["units_computed"] == 1 and _numbers(results) == _numbers(expected)
     _assert_no_duplicates(out)
+
+
+def test_a_store_written_with_version_1_keys_is_read_and_continued(folder, models, reference, tmp_path):
+    source, expected, _ = reference
+    out = tmp_path / "run"
+    shutil.copytree(source, out)
+    store = out / STORE_FILENAME
+    old_names = {new: old for old, new in LEGACY_KEYS.items()}
+    header, *records = _store_lines(out)
+    old_lines = [json.dumps({**header, "version": 1})]
+    old_lines += [json.dumps({old_names.get(k, k): v for k, v in record.items()}) for record in records]
+    assert '"c":' in old_lines[1].replace(" ", "") and '"cell"' not in "".join(old_lines[1:])
+    store.write_text("".join(line + "\n" for line in old_lines))
+    results = evaluate(GRID, out, data=folder, models={})
+    assert results.run["units_computed"] == 0 and _numbers(results) == _numbers(expected)
+
+    last_commit = max(n for n, line in enumerate(old_lines) if '"kind": "commit"' in line)
+    store.write_text("".join(line + "\n" for line in old_lines[:last_commit]))  # the last unit is unfinished
+    results = evaluate(GRID, out, data=folder, models=models)
+    assert results.run["units_computed"] == 1 and _numbers(results) == _numbers(expected)
+    rows = [(r["cell"], r["image"]) for r in results.records]
+    assert len(rows) == len(set(rows)) == CELLS * len(PHOTOS)
+    appended = _store_lines(out)[last_commit:]
+    assert appended and all("cell" in r and "c" not in r for r in appended)  # continued in today's names
 
 
 def test_corrupt_line_inside_the_store_is_refused(reference, tmp_path):
@@ -358,7 +382,7 @@ def test_restricting_logits_to_the_classes_present(folder, models):
     full = evaluate({**config, "data": {}}, None, data=folder, models=models)
     assert restricted.summary_rows()[0]["clean_acc"] >= full.summary_rows()[0]["clean_acc"]
     assert restricted.summary_rows()[0]["clean_acc"] >= 5 / 6  # 6 classes; the astronaut is not a tench
-    assert {r["y"] for r in restricted.records} == {281, 967, 657, 665, 872, 0}  # labels stay ImageNet indices
+    assert {r["label"] for r in restricted.records} == {281, 967, 657, 665, 872, 0}  # labels stay ImageNet indices
 
 
 def test_empty_and_unknown_folders(tmp_path, folder):
@@ -455,8 +479,8 @@ def test_cli_compares_codecs_image_by_image(folder, tmp_path, capsys):
     assert [(r["codec"], r["measure"]) for r in rows] == [("jpeg:q=10", "defended"), ("jpeg:q=10", "clean_defended")]
     store = [r for r in _store_lines(out) if r["kind"] == "row"]
     cells = {c.codec: c.id for c in load_config(config).cells() if not c.is_baseline}
-    outcome = {(r["c"], r["i"]): r["def"] for r in store if "def" in r}  # baseline rows have none
-    only_low = sum(outcome[cells["jpeg:q=10"], i] > outcome[cells["jpeg:q=90"], i] for i in [r["i"] for r in store if r["c"] == cells["jpeg:q=10"]])
+    outcome = {(r["cell"], r["image"]): r["defended"] for r in store if "defended" in r}  # baseline rows have none
+    only_low = sum(outcome[cells["jpeg:q=10"], i] > outcome[cells["jpeg:q=90"], i] for i in [r["image"] for r in store if r["cell"] == cells["jpeg:q=10"]])
     assert int(rows[0]["only_codec"]) == only_low and int(rows[0]["images"]) == len(PHOTOS)
 
 

@@ -38,7 +38,7 @@ def _cell(codec: str, threat: str = "oblivious") -> Cell:
 
 
 def _results(outcomes: dict[Cell, list[tuple[int, int]]]) -> Results:
-    records = [{"c": cell.id, "i": f"img{i}", "def": d, "cdef": c} for cell, pairs in outcomes.items()
+    records = [{"cell": cell.id, "image": f"img{i}", "defended": d, "clean_defended": c} for cell, pairs in outcomes.items()
                for i, (d, c) in enumerate(pairs)]
     config = load_config({"name": "t", "codecs": ["jpeg:q=25", "jpeg:q=50"], "attacks": ["fgsm:eps=4/255"]})
     return Results(config=config, cells=list(outcomes), records=records, commits={},

@@ -24,6 +24,7 @@ from ..attacks.classifier_attacks import ATTACKS
 from ..models.classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER, classifier_names
 from ..codecs import codec_names
 from ..codecs.factory import codec_factory
+from ..core.specs import ComponentSpec, format_spec
 from ..hub import MissingWeightsError, UnsafeWeightsError, WeightSpec, resolve_weights, weights_available
 from ..core.images import ImageError, load_image, perturbation_image, save_png
 from ..defence.pipeline import DefenceReport, attack_and_purify
@@ -37,7 +38,7 @@ __all__ = [
     "APP_MAX_PIXELS",
     "ROUND_COLUMNS",
     "MAX_STEPS",
-    "MAX_ROUNDS",
+    "APP_MAX_ROUNDS",
     "UNAVAILABLE",
     "AttackOutputs",
     "classifier_choices",
@@ -54,7 +55,8 @@ __all__ = [
 APP_MAX_PIXELS = 16_000_000
 """Largest upload the app decodes (a 4000 x 4000 photo); larger files get a clear refusal."""
 MAX_STEPS = 200
-MAX_ROUNDS = 10
+APP_MAX_ROUNDS = 10
+"""The public app's budget of purification rounds per request (the library allows up to ``purify.MAX_ROUNDS``)."""
 UNAVAILABLE = "weights not downloaded"
 
 ROUND_COLUMNS = ("round", "bpp (adversarial in)", "PSNR vs adversarial (dB)", "bpp (clean in)", "PSNR vs clean (dB)")
@@ -274,7 +276,7 @@ def attack_spec(attack: str, eps_255: float, steps: int) -> str:
         params["eps"] = f"{eps_255:g}/255"
     if "steps" in entry.defaults:
         params["steps"] = int_setting("steps", steps, 1, MAX_STEPS)
-    return attack + (":" + ",".join(f"{key}={value}" for key, value in params.items()) if params else "")
+    return format_spec(ComponentSpec(attack, params))
 
 
 def codec_spec(codec: str, quality: int) -> str:
@@ -407,7 +409,7 @@ def run_attack(
         spec = attack_spec(attack, eps_255, steps)
         chain_text = _chain_text(codec, quality, chain)
         check_threat(threat)
-        rounds = int_setting("rounds", rounds, 1, MAX_ROUNDS)
+        rounds = int_setting("rounds", rounds, 1, APP_MAX_ROUNDS)
         seed = int_setting("seed", seed, 0, 2**31 - 1)
         x = load_image(image, max_pixels=APP_MAX_PIXELS)[None]
         codecs = cache.chain(chain_text)

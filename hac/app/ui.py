@@ -115,7 +115,7 @@ def _attack_tab(cache: ModelCache, files: RunFiles) -> None:
                 max_lines=1,
             )
             with gr.Row():
-                rounds = gr.Slider(1, handlers.MAX_ROUNDS, value=1, step=1, label="Purification rounds")
+                rounds = gr.Slider(1, handlers.APP_MAX_ROUNDS, value=1, step=1, label="Purification rounds")
                 seed = gr.Number(0, precision=0, minimum=0, label="Seed")
             run = gr.Button("Attack & purify", variant="primary", elem_id="run-attack")
         with gr.Column(scale=2):

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.registry import Registry
-from ..core.specs import ComponentSpec, parse_spec
+from ..core.specs import ComponentSpec, format_spec, parse_spec
 
 __all__ = ["Attack", "AttackEntry", "ATTACKS", "create_attack", "attack_names", "quantize_adversarial"]
 
@@ -129,7 +129,7 @@ class Attack:
         shown = {k: v for k, v in self.params.items() if v is not None and v != self.entry.defaults.get(k)}
         if "eps" in self.params:
             shown["eps"] = f"{self.params['eps'] * 255:g}/255" if self.entry.norm == "Linf" else self.params["eps"]
-        return self.name + (":" + ",".join(f"{k}={v}" for k, v in sorted(shown.items())) if shown else "")
+        return format_spec(ComponentSpec(self.name, shown))
 
     def _one_run(self, x: Tensor, y: Tensor) -> Tensor:
         self.model.eval()  # torchattacks restores the mode it finds; it must find eval

@@ -12,7 +12,7 @@ from ..models.classifiers import create_classifier
 from ..core.images import load_image, perturbation_image, save_png
 from ..defence.pipeline import DefenceReport, attack_and_purify
 from ..defence.purify import build_chain
-from ..core.specs import parse_spec, parse_value
+from ..core.specs import ComponentSpec, format_spec, parse_spec, parse_value
 from ..attacks.threats import THREAT_MODELS, check_threat
 from .common import add_classifier_args, add_codec_args, chain_text, format_topk, write_json
 
@@ -53,7 +53,7 @@ def _attack_spec(args: argparse.Namespace) -> str:
     for key in ("steps", "restarts"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
-    return spec.name + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
+    return format_spec(ComponentSpec(spec.name, params))
 
 
 def _labels(args: argparse.Namespace, class_names: list[str]) -> torch.Tensor | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.files import atomic_write_text
 from ..core.images import DEFAULT_MAX_PIXELS
 
 __all__ = ["add_image_args", "add_classifier_args", "add_codec_args", "chain_text", "write_json", "format_topk"]
@@ -49,9 +50,7 @@ def chain_text(codec_args: list[str]) -> str:
 
 def write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(payload, indent=2))
 
 
 def format_topk(top: list[tuple[int, str, float]]) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import hub
+from ..core.files import atomic_path
 
 __all__ = ["add_parser", "run", "FORMATS"]
 
@@ -53,9 +54,8 @@ def _write_checkpoint(convert: Callable[[Path], dict], kind: str, args: argparse
     state = convert(args.source)
     metadata = {"format": f"hac-{kind}/1", "source_file": args.source.name, "source_sha256": hub.sha256_of(args.source)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    tmp.replace(args.out)
+    with atomic_path(args.out) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
     return args.out
 
 

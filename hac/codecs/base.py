@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core.specs import ComponentSpec, format_spec
+
 __all__ = ["Codec", "CodecOutput", "pad_to_multiple", "check_image_batch", "quantize_to_uint8", "straight_through_clamp"]
 
 
@@ -113,10 +115,7 @@ class Codec(nn.Module):
 
     def describe(self) -> str:
         """The spec string that recreates this codec, e.g. ``jpeg:q=25``."""
-        if not self.params:
-            return self.codec_name
-        params = ",".join(f"{key}={value}" for key, value in sorted(self.params.items()))
-        return f"{self.codec_name}:{params}"
+        return format_spec(ComponentSpec(self.codec_name, self.params))
 
     def extra_repr(self) -> str:
         return self.describe()

@@ -1,11 +1,13 @@
-"""Per-image quality metrics on [0, 1] batches."""
+"""Per-image metrics: quality of [0, 1] batches, norms of perturbations, and estimated bits from likelihoods."""
 
 from __future__ import annotations
+
+from typing import Mapping
 
 import torch
 from torch import Tensor
 
-__all__ = ["psnr", "ms_ssim", "linf", "l2"]
+__all__ = ["psnr", "ms_ssim", "linf", "l2", "likelihood_bits", "bits_per_pixel"]
 
 
 def psnr(x: Tensor, reference: Tensor, max_psnr: float = 100.0) -> Tensor:
@@ -36,3 +38,16 @@ def linf(delta: Tensor) -> Tensor:
 def l2(delta: Tensor) -> Tensor:
     """L2 norm per image, (N,)."""
     return delta.detach().flatten(1).norm(dim=1)
+
+
+def likelihood_bits(likelihoods: Tensor, offset: float = 0.0) -> Tensor:
+    """Estimated bits of each image, ``-sum(log2(p + offset))``, from a (N, ...) likelihood tensor -> (N,).
+
+    ``offset`` guards against ``log2(0)`` where a model's likelihoods are not floored (HiFiC's port adds 1e-9).
+    """
+    return -torch.log2(likelihoods if offset == 0 else likelihoods + offset).flatten(1).sum(1)
+
+
+def bits_per_pixel(likelihoods: Mapping[str, Tensor], pixels: int) -> Tensor:
+    """Estimated bits per pixel of each image (N,) from a CompressAI output's ``likelihoods`` (``y``, ``z``, ...)."""
+    return sum(likelihood_bits(lik) for lik in likelihoods.values()) / pixels

@@ -22,6 +22,8 @@ from ..core.specs import ComponentSpec, parse_chain
 __all__ = ["Purifier", "PurifyResult", "RoundStats", "purify", "build_chain", "MAX_ROUNDS"]
 
 MAX_ROUNDS = 50
+"""The library's limit on purification rounds (a CLI or batch config asking for more is refused); the public
+app allows fewer per request (``hac.app.handlers.APP_MAX_ROUNDS``)."""
 
 
 @dataclass

@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
+from ..core.files import atomic_write_text
 from .config import Cell
 from .results import Results, csv_text
 
@@ -28,7 +29,7 @@ __all__ = ["PAIRED_COLUMNS", "check_reference", "mcnemar_p", "paired_interval", 
 PAIRED_COLUMNS = ("classifier", "threat", "attack", "rounds", "measure", "codec", "reference", "images",
                   "accuracy", "reference_accuracy", "difference", "ci_low", "ci_high", "only_codec", "only_reference", "p_value")
 
-_MEASURES = {"defended": "def", "clean_defended": "cdef"}
+_MEASURES = ("defended", "clean_defended")  # store row keys, named as the measures they are
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
@@ -68,7 +69,7 @@ def paired_rows(results: Results, reference: str) -> list[dict]:
     check_reference(results.cells, reference)
     by_cell: dict[str, dict[str, dict]] = defaultdict(dict)
     for record in results.records:
-        by_cell[record["c"]][record["i"]] = record
+        by_cell[record["cell"]][record["image"]] = record
     groups: dict[tuple, dict[str, str]] = defaultdict(dict)
     for cell in results.cells:
         if not cell.is_baseline and by_cell.get(cell.id):
@@ -81,9 +82,9 @@ def paired_rows(results: Results, reference: str) -> list[dict]:
         for codec, cell_id in cells.items():
             if codec == reference:
                 continue
-            for measure, key in _MEASURES.items():
-                pairs = [(rec[key], ref_records[i][key]) for i, rec in by_cell[cell_id].items()
-                         if i in ref_records and rec.get(key) is not None and ref_records[i].get(key) is not None]
+            for measure in _MEASURES:
+                pairs = [(rec[measure], ref_records[i][measure]) for i, rec in by_cell[cell_id].items()
+                         if i in ref_records and rec.get(measure) is not None and ref_records[i].get(measure) is not None]
                 if not pairs:
                     continue
                 only_codec = sum(1 for a, b in pairs if a and not b)
@@ -104,7 +105,5 @@ def paired_rows(results: Results, reference: str) -> list[dict]:
 def write_paired(rows: list[dict], out_dir: str | Path) -> Path:
     """Write ``rows`` (:func:`paired_rows`) to ``out_dir/paired.csv`` atomically; returns its path."""
     path = Path(out_dir) / "paired.csv"
-    tmp = path.with_name("paired.csv.tmp")
-    tmp.write_text(csv_text(rows, PAIRED_COLUMNS))
-    tmp.replace(path)
+    atomic_write_text(path, csv_text(rows, PAIRED_COLUMNS))
     return path

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.checkout import checkout_root
+from ..core.files import atomic_write_text
 from .config import BASELINE, Cell, EvalConfig, config_hash
 
 __all__ = ["Results", "SUMMARY_COLUMNS", "WORST_CASE_COLUMNS", "csv_text", "package_versions"]
@@ -97,8 +98,8 @@ class Results:
     Attributes:
         config: the evaluated config.
         cells: every cell of the grid (baselines included).
-        records: per-image records (store rows): ``c`` cell id, ``i`` image id,
-            ``y`` label, ``clean``/``adv``/``def``/``cdef`` 0-1 correctness, metrics.
+        records: per-image records (store rows): ``cell`` id, ``image`` id, ``label``,
+            ``clean``/``adv``/``defended``/``clean_defended`` 0-1 correctness, metrics.
         commits: per (cell, batch) bookkeeping: seed, seconds, attack calls, codec passes.
         image_ids: the selected image ids, in evaluation order.
         skipped_images: id -> reason, for unreadable images.
@@ -124,14 +125,14 @@ class Results:
     def _by_cell(self) -> dict[str, list[dict]]:
         grouped: dict[str, list[dict]] = defaultdict(list)
         for record in self.records:
-            grouped[record["c"]].append(record)
+            grouped[record["cell"]].append(record)
         return grouped
 
     def _baseline_adv(self) -> dict[tuple[str, str], dict[str, int]]:
         """(classifier, attack) -> image -> undefended correctness."""
         by_cell = self._by_cell()
         return {
-            (cell.classifier, cell.attack): {r["i"]: r["adv"] for r in by_cell.get(cell.id, [])}
+            (cell.classifier, cell.attack): {r["image"]: r["adv"] for r in by_cell.get(cell.id, [])}
             for cell in self.cells if cell.is_baseline
         }
 
@@ -153,7 +154,7 @@ class Results:
         for cell in self.cells:
             records = by_cell.get(cell.id, [])
             adv_of = baseline.get((cell.classifier, cell.attack), {})
-            adv = [adv_of[r["i"]] for r in records if r["i"] in adv_of]
+            adv = [adv_of[r["image"]] for r in records if r["image"] in adv_of]
 
             def mean(key: str) -> float | None:
                 return _mean([r[key] for r in records if r.get(key) is not None])
@@ -163,10 +164,10 @@ class Results:
                 "attack_name": cell.attack_name, "eps": cell.eps, "eps_255": _eps_255(cell.eps), "codec": cell.codec,
                 "codec_family": cell.codec_family, "quality": cell.quality, "rounds": cell.rounds, "images": len(records),
                 "clean_acc": mean("clean"), "adv_acc": _mean(adv),
-                "defended_acc": _mean(adv) if cell.is_baseline else mean("def"),
-                "clean_defended_acc": None if cell.is_baseline else mean("cdef"),
+                "defended_acc": _mean(adv) if cell.is_baseline else mean("defended"),
+                "clean_defended_acc": None if cell.is_baseline else mean("clean_defended"),
                 "bpp": mean("bpp"), "psnr": mean("psnr"), "ms_ssim": mean("msssim"),
-                "clean_bpp": mean("cbpp"), "clean_psnr": mean("cpsnr"), "clean_ms_ssim": mean("cmsssim"),
+                "clean_bpp": mean("clean_bpp"), "clean_psnr": mean("clean_psnr"), "clean_ms_ssim": mean("clean_msssim"),
                 "linf_255": None if mean("linf") is None else mean("linf") * 255, "l2": mean("l2"),
                 "seconds": round(seconds[cell.id], 3), "cpu_seconds": round(cpu[cell.id], 3), "status": self._status(cell),
             }
@@ -192,11 +193,11 @@ class Results:
         for (classifier, threat, codec, rounds, eps), cells in groups.items():
             if threat == "all" and len({c.threat for c in cells}) < 2:
                 continue
-            key = "adv" if threat == BASELINE else "def"
-            per_cell = [{r["i"]: r for r in by_cell[c.id]} for c in cells]
+            key = "adv" if threat == BASELINE else "defended"
+            per_cell = [{r["image"]: r for r in by_cell[c.id]} for c in cells]
             images = set.intersection(*(set(m) for m in per_cell))
             robust = [min(m[i][key] for m in per_cell) for i in images]
-            clean_def = [per_cell[0][i].get("cdef") for i in images]
+            clean_def = [per_cell[0][i].get("clean_defended") for i in images]
             rows.append({
                 "classifier": classifier, "threat": threat, "codec": codec, "rounds": rounds, "eps": eps,
                 "eps_255": _eps_255(eps), "images": len(images), "robust_acc": _mean(robust),
@@ -279,9 +280,7 @@ class Results:
         paths = []
         for name, text in files.items():
             path = out / name
-            tmp = path.with_name(name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
+            atomic_write_text(path, text)
             paths.append(path)
         return paths
 

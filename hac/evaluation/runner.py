@@ -214,13 +214,13 @@ class _Run:
         self.carry, self.carry_passes, self.carry_fixed = 0.0, 0, 0
         self.calls["attack_calls"] += attack_calls
         self.calls["codec_passes"] += codec_passes
-        commit = {"c": cell.id, "b": batch, "n": len(rows), **seeds, "seconds": round(seconds, 4), "cpu_seconds": round(cpu, 4),
+        commit = {"cell": cell.id, "batch": batch, "n": len(rows), **seeds, "seconds": round(seconds, 4), "cpu_seconds": round(cpu, 4),
                   "attack_calls": attack_calls, "codec_passes": codec_passes, "fixed_points": fixed_points}
         if cell.codec in self.fingerprints:
             commit["weights"] = self.fingerprints[cell.codec]
         if warning:
             commit["warning"] = warning
-        self.store.commit([{"c": cell.id, "b": batch, **row} for row in rows], commit)
+        self.store.commit([{"cell": cell.id, "batch": batch, **row} for row in rows], commit)
         self.cpu_mark = time.process_time()
         self.done += 1
         self.computed += 1
@@ -276,7 +276,7 @@ class _Run:
         y = net.map_labels(batch.labels) if isinstance(net, ClassSubset) else batch.labels
         with torch.no_grad():
             clean_ok = (net(x).argmax(1) == y).tolist()
-        base = [{"i": i, "y": int(label), "clean": int(ok)} for i, label, ok in zip(batch.ids, batch.labels.tolist(), clean_ok)]
+        base = [{"image": i, "label": int(label), "clean": int(ok)} for i, label, ok in zip(batch.ids, batch.labels.tolist(), clean_ok)]
         clean = self._purified_clean(net, x, y, b, cells)
         self.carry += time.perf_counter() - started
         by_attack: dict[str, list[Cell]] = defaultdict(list)
@@ -309,7 +309,7 @@ class _Run:
         return _Scores(x_pur, ok, quality, int((~changed).sum()))
 
     def _purified_clean(self, net, x, y, b, cells) -> dict[tuple[str, int], list[dict]]:
-        """(codec, rounds) -> per image {cdef, cbpp, cpsnr, cmsssim}, for every codec config the batch's cells need."""
+        """(codec, rounds) -> per image {clean_defended, clean_bpp, clean_psnr, clean_msssim}, for every codec config the batch's cells need."""
         wanted: dict[str, set[int]] = defaultdict(set)
         for cell in cells:
             if not cell.is_baseline:
@@ -321,7 +321,7 @@ class _Run:
             for r, x_pur, bpp in _rounds(self.codecs[chain], x, sorted(rounds)):
                 previous = self._score(net, x_pur, y, x, previous)
                 self.carry_fixed += previous.reused
-                stats[chain, r] = [{"cdef": int(o), "cbpp": _r(v), "cpsnr": _r(p, 4), "cmsssim": _opt(m)}
+                stats[chain, r] = [{"clean_defended": int(o), "clean_bpp": _r(v), "clean_psnr": _r(p, 4), "clean_msssim": _opt(m)}
                                    for o, v, p, m in zip(previous.ok, bpp, psnr(x_pur, x), previous.ms_ssim)]
             self.carry_passes += max(rounds)
         return stats
@@ -329,7 +329,7 @@ class _Run:
     def _defended_rows(self, scores: _Scores, x, x_adv, bpp, base, clean_stats) -> list[dict]:
         quality = zip(scores.ok, bpp, psnr(scores.x, x), scores.ms_ssim, linf(x_adv - x), l2(x_adv - x))
         return [
-            {**b, "def": int(o), "bpp": _r(v), "psnr": _r(p, 4), "msssim": _opt(m), "linf": _r(li, 8), "l2": _r(el), **c}
+            {**b, "defended": int(o), "bpp": _r(v), "psnr": _r(p, 4), "msssim": _opt(m), "linf": _r(li, 8), "l2": _r(el), **c}
             for b, c, (o, v, p, m, li, el) in zip(base, clean_stats, quality)
         ]
 

@@ -14,11 +14,13 @@ a clean file, recomputes only the unfinished unit, and never duplicates a row.
 Line kinds (``kind``):
 
 - ``header`` (first line): store version, the config hash, the config and image ids;
-- ``row``: one image in one cell (``c`` cell id, ``b`` batch, ``i`` image id, metrics);
-- ``commit``: cell ``c`` on batch ``b`` is complete (``n`` images, seed, seconds, counters);
-- ``skip``: image ``i`` could not be read (``reason``).
+- ``row``: one image in one cell (``cell`` id, ``batch``, ``image`` id, ``label``, correctness and metrics);
+- ``commit``: ``cell`` on ``batch`` is complete (``n`` images, seed, seconds, counters);
+- ``skip``: ``image`` could not be read (``reason``).
 
-A file whose header carries another config hash is refused: one out dir, one config.
+A file whose header carries another config hash is refused: one out dir, one config. Files of store
+version 1 used short keys (``c``, ``b``, ``i``, ``y``, ``def``, ``cdef``, ``cbpp``, ``cpsnr``, ``cmsssim``);
+they are read with :data:`LEGACY_KEYS` and continued in today's names.
 """
 
 from __future__ import annotations
@@ -29,36 +31,37 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from ..core.files import atomic_write_bytes
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None
 
-__all__ = ["ResultStore", "StoreError", "STORE_FILENAME", "STORE_VERSION"]
+__all__ = ["ResultStore", "StoreError", "STORE_FILENAME", "STORE_VERSION", "LEGACY_KEYS"]
 
 logger = logging.getLogger(__name__)
 
 STORE_FILENAME = "rows.jsonl"
-STORE_VERSION = 1
+STORE_VERSION = 2
+LEGACY_KEYS = {
+    "c": "cell", "b": "batch", "i": "image", "y": "label", "def": "defended", "cdef": "clean_defended",
+    "cbpp": "clean_bpp", "cpsnr": "clean_psnr", "cmsssim": "clean_msssim",
+}
+"""Store version 1's short record keys -> their names since version 2."""
 
 
 class StoreError(ValueError):
     """The store cannot be used: another config's results, corruption, or another writer."""
 
 
+def _readable_keys(record: dict) -> dict:
+    """A record with version 1's short keys (:data:`LEGACY_KEYS`) renamed; other records unchanged."""
+    return {LEGACY_KEYS.get(key, key): value for key, value in record.items()}
+
+
 def _encode(records: Iterable[dict]) -> bytes:
     return b"".join(json.dumps(record, separators=(",", ":"), allow_nan=False).encode() + b"\n" for record in records)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. platforms that cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ResultStore:
@@ -105,13 +108,7 @@ class ResultStore:
     # ------------------------------------------------------------------ opening
 
     def _create(self, header: dict) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(_encode([header]))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        atomic_write_bytes(self.path, _encode([header]))
 
     def _lock(self) -> None:
         if fcntl is None:  # pragma: no cover
@@ -137,16 +134,18 @@ class ResultStore:
                     "move the file away to start this run afresh"
                 ) from None
             kind = record.get("kind") if isinstance(record, dict) else None
+            if kind in ("row", "commit", "skip"):
+                record = _readable_keys(record)
             if number == 1:
                 self._check_header(record)
                 good_end = offset
             elif kind == "row":
-                pending.setdefault((record["c"], record["b"]), []).append(record)
+                pending.setdefault((record["cell"], record["batch"]), []).append(record)
             elif kind == "commit":
-                self._accept(pending.pop((record["c"], record["b"]), []), record)
+                self._accept(pending.pop((record["cell"], record["batch"]), []), record)
                 good_end = offset
             elif kind == "skip":
-                self.skipped[record["i"]] = record["reason"]
+                self.skipped[record["image"]] = record["reason"]
                 good_end = offset
             else:
                 raise StoreError(f"{self.path} line {number} has an unknown record kind {kind!r}")
@@ -173,11 +172,11 @@ class ResultStore:
 
     def _accept(self, rows: list[dict], commit: dict) -> None:
         for row in rows:
-            key = (row["c"], row["i"])
+            key = (row["cell"], row["image"])
             if key not in self._seen:
                 self._seen.add(key)
                 self.rows.append(row)
-        self.commits[commit["c"], commit["b"]] = commit
+        self.commits[commit["cell"], commit["batch"]] = commit
 
     # ------------------------------------------------------------------ writing
 
@@ -203,7 +202,7 @@ class ResultStore:
         """Record images that could not be read (already recorded ones are left alone)."""
         new = {image: reason for image, reason in skipped.items() if image not in self.skipped}
         if new:
-            self._append([{"kind": "skip", "i": image, "reason": reason} for image, reason in new.items()])
+            self._append([{"kind": "skip", "image": image, "reason": reason} for image, reason in new.items()])
             self.skipped.update(new)
 
     def is_done(self, cell_id: str, batch: int) -> bool:

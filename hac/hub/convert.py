@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..core.files import atomic_path
 from .loading import sha256_of
 from .specs import UnsafeWeightsError
 
@@ -206,8 +206,7 @@ def convert_comdefend(enc: str | Path, dec: str | Path, out: str | Path) -> Path
         "dec_sha256": digests["dec"],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
     logger.info("converted %s + %s -> %s", enc, dec, out)
     return out

@@ -46,6 +46,7 @@ from .bjontegaard import bd_quality, bd_rate, bd_rate_and_range
 from ..codecs import create_codec
 from ..codecs.factory import codec_factory, load_all_codec_modules
 from ..hub import MissingWeightsError, UnsafeWeightsError, weights_available
+from ..core.files import atomic_write_text
 from ..core.images import list_images, load_image
 from ..core.metrics import ms_ssim, psnr
 from ..core.specs import ComponentSpec, format_spec, parse_spec
@@ -471,8 +472,6 @@ def write_outputs(results: RDResults, out_dir: str | Path) -> dict[str, Path]:
             for r in results.bd
         ),
     )
-    tmp = paths["rd.json"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results.to_dict(), indent=2))
-    tmp.replace(paths["rd.json"])
+    atomic_write_text(paths["rd.json"], json.dumps(results.to_dict(), indent=2))
     plot_rd(results, paths["rd.png"])
     return paths

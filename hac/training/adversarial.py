@@ -31,7 +31,8 @@ from torch import Tensor
 from ..attacks.classifier_attacks import quantize_adversarial
 from ..attacks.codec_attacks import CodecAttackResult, CodecAttackSettings, attack_codec, run_codec_attacks
 from ..codecs.compressai.codec import CompressAICodec
-from .architectures import bits_per_pixel, rd_loss
+from ..core.metrics import bits_per_pixel
+from .architectures import rd_loss
 
 __all__ = [
     "AdversarialTrainingSettings",

@@ -3,13 +3,12 @@
 A checkpoint is a plain dict of tensors, numbers and strings (``format``, ``config`` as a
 dict, ``step``, the state dicts of the model, both optimizers and the LR scheduler, and the
 RNG states), so it loads with ``torch.load(weights_only=True)``. It is written to a
-temporary file and moved into place with ``os.replace``, so a crash never leaves half a file.
+temporary file and moved into place (:mod:`hac.core.files`), so a crash never leaves half a file.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 from pathlib import Path
 from typing import Mapping
@@ -17,6 +16,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
+from ..core.files import atomic_write
 from .config import TrainConfig
 
 __all__ = [
@@ -106,13 +106,8 @@ def restore_training_state(
 
 
 def atomic_save(obj: object, path: Path) -> None:
-    """``torch.save`` to a temporary file, flushed to disk, then moved onto ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """``torch.save`` to ``path`` atomically (:func:`hac.core.files.atomic_write`)."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import os
 import re
 from pathlib import Path
 
+from ..core.files import atomic_path
 from .architectures import ARCHITECTURES, build_model, split_parameters
 from .checkpoint import check_state_dict, half_precision, load_checkpoint
 from .config import TrainConfig
@@ -68,10 +68,8 @@ def export(
         model.load_state_dict(state)  # what is measured below is what is shipped
         metadata["dtype"] = "float16 (entropy models float32)"
     weights_path = out_dir / f"{stem}.safetensors"
-    tmp = weights_path.with_name(weights_path.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, weights_path)
+    with atomic_path(weights_path, mode=0o644) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
 
     # A run that trains the decoder alone freezes the entropy models, so their aux loss never trains.
     has_aux = bool(split_parameters(model)[1]) and not config.trains_decoder_alone

@@ -35,6 +35,7 @@ from compressai.models import (
 )
 from torch import Tensor
 
+from ...core.metrics import likelihood_bits
 from ..base import Codec, CodecOutput, check_image_batch, pad_to_multiple, straight_through_clamp
 
 __all__ = ["CompressAICodec", "MODES", "check_mode", "latent_kind"]
@@ -73,11 +74,6 @@ def latent_kind(model: CompressionModel) -> str:
     raise ValueError(
         f"unsupported CompressAI model {type(model).__name__}; supported families (and subclasses): {supported}"
     )
-
-
-def _bits(likelihoods: Tensor) -> Tensor:
-    """Per-image bits ``-sum(log2 p)`` of a (N, ...) likelihood tensor -> (N,)."""
-    return -torch.log2(likelihoods).flatten(1).sum(1)
 
 
 class CompressAICodec(Codec):
@@ -203,7 +199,7 @@ class CompressAICodec(Codec):
             likelihoods = conditional._likelihood(y_hat, scales, means)
             if conditional.use_likelihood_bound:
                 likelihoods = conditional.likelihood_lower_bound(likelihoods)
-            bits = bits + _bits(likelihoods)
+            bits = bits + likelihood_bits(likelihoods)
         x_hat = model.g_s(y_hat)[..., :height, :width]
         x_hat = x_hat.clamp(0, 1).detach() + (x_hat - x_hat.detach())  # exact-valued straight-through clamp
         return x_hat.to(x.dtype), bits
@@ -224,7 +220,7 @@ class CompressAICodec(Codec):
         if bottleneck.use_likelihood_bound:
             likelihoods = bottleneck.likelihood_lower_bound(likelihoods)
         likelihoods = likelihoods.reshape(channels, batch, *latents.shape[2:]).transpose(0, 1)
-        return latents_hat, _bits(likelihoods)
+        return latents_hat, likelihood_bits(likelihoods)
 
     @torch.no_grad()
     def quantize_latents(self, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -237,7 +233,7 @@ class CompressAICodec(Codec):
         model = self.model
         if self.kind == "factorized":
             y_hat, y_likelihoods = model.entropy_bottleneck(y, training=False)
-            return y_hat, _bits(y_likelihoods)
+            return y_hat, likelihood_bits(y_likelihoods)
         z = model.h_a(torch.abs(y) if self.kind == "scale" else y)
         z_hat, z_likelihoods = model.entropy_bottleneck(z, training=False)
         params = model.h_s(z_hat)
@@ -248,7 +244,7 @@ class CompressAICodec(Codec):
         else:
             scales, means = self._autoregressive_parameters(y, params)
         y_hat, y_likelihoods = model.gaussian_conditional(y, scales, means=means, training=False)
-        return y_hat, _bits(y_likelihoods) + _bits(z_likelihoods)
+        return y_hat, likelihood_bits(y_likelihoods) + likelihood_bits(z_likelihoods)
 
     def _autoregressive_parameters(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         """Scales and means of ``y`` from the serial context model, batched.

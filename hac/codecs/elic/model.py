@@ -40,6 +40,8 @@ from compressai.models import CompressionModel
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
+from ...core.metrics import likelihood_bits
+
 __all__ = [
     "GROUPS",
     "CODER_TABLES",
@@ -103,11 +105,6 @@ class CheckerboardMaskedConv2d(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(x, self.weight * self.mask, self.bias)
-
-
-def _bits(likelihoods: Tensor) -> Tensor:
-    """Per-image ``-sum(log2 p)`` of a (B, ...) likelihood tensor -> (B,)."""
-    return -torch.log2(likelihoods).flatten(1).sum(1)
 
 
 # A "coder" decides the quantised value of one phase (anchors or non-anchors) of one
@@ -269,7 +266,7 @@ class ELIC(CompressionModel):
 
         y_hat, means, scales = self.decode_groups(self.hyper_decode(z_hat), quantize)
         _, y_likelihoods = self.gaussian_conditional(y, scales, means, training=False)
-        return y_hat, _bits(y_likelihoods), _bits(z_likelihoods)
+        return y_hat, likelihood_bits(y_likelihoods), likelihood_bits(z_likelihoods)
 
     # ------------------------------------------------------------------ bitstreams
 

@@ -47,6 +47,8 @@ from compressai.ans import RansDecoder, RansEncoder
 from compressai.entropy_models.entropy_models import pmf_to_quantized_cdf
 from torch import Tensor, nn
 
+from ...core.metrics import likelihood_bits
+
 __all__ = [
     "HiFiCConfig",
     "ChannelNorm2D",
@@ -329,11 +331,6 @@ class Hyperprior(nn.Module):
         return (upper - lower).clamp_min(MIN_LIKELIHOOD)
 
 
-def _estimated_bits(likelihoods: Tensor) -> Tensor:
-    """Per-image bits as the port estimates them, ``-sum(log2(p + 1e-9))`` -> (B,)."""
-    return -torch.log2(likelihoods + 1e-9).flatten(1).sum(1)
-
-
 def _quantized_cdfs(pmfs: list[Tensor]) -> tuple[list[list[int]], list[int]]:
     """Each pmf (with its overflow/tail mass last) -> a 16-bit CDF for CompressAI's rANS coder."""
     cdfs = [pmf_to_quantized_cdf(pmf.float().clamp_min(0), PRECISION).tolist() for pmf in pmfs]
@@ -423,8 +420,8 @@ class HiFiC(nn.Module):
         z_hat = torch.floor(prior.analysis_net(y) + 0.5)
         means, scales = prior.latent_parameters(z_hat)
         y_hat = torch.floor(y - means + 0.5) + means
-        y_bits = _estimated_bits(prior.latent_likelihood(y_hat, means, scales))
-        return y_hat, y_bits, _estimated_bits(prior.hyperlatent_likelihood(z_hat))
+        y_bits = likelihood_bits(prior.latent_likelihood(y_hat, means, scales), offset=1e-9)
+        return y_hat, y_bits, likelihood_bits(prior.hyperlatent_likelihood(z_hat), offset=1e-9)
 
     # ------------------------------------------------------------------ bitstreams
 
