@@ -7,7 +7,8 @@ import torch
 
 from hac.attacks.classifier_attacks import attack_names, create_attack, quantize_adversarial
 from hac.attacks.diagnostics import gradient_health
-from hac.defence.pipeline import attack_and_purify, to_8bit
+from hac.core.images import to_8bit
+from hac.defence.pipeline import attack_and_purify
 from hac.defence.purify import Purifier
 from hac.attacks.threats import THREAT_MODELS, attacked_model
 

@@ -26,6 +26,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "list_images",
     "load_image",
+    "to_8bit",
     "to_pil",
     "save_png",
     "png_bytes",
@@ -140,6 +141,11 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ten
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"{label} is corrupt or truncated: {error}") from None
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
+
+
+def to_8bit(x: Tensor) -> Tensor:
+    """Round a [0, 1] batch to the 8-bit grid (what a PNG of it holds), keeping its dtype and device."""
+    return torch.round(x.clamp(0, 1) * 255) / 255
 
 
 def to_pil(x: Tensor) -> Image.Image:

@@ -16,18 +16,14 @@ from torch import Tensor
 from ..attacks.classifier_attacks import create_attack, quantize_adversarial
 from ..models.classifiers import Classifier
 from ..attacks.diagnostics import GradientHealth, gradient_health, loss_rise
+from ..core.images import to_8bit
 from ..core.metrics import l2, linf, psnr
 from .purify import Purifier, PurifyResult
 from ..attacks.threats import attacked_model, check_threat
 
-__all__ = ["DefenceReport", "attack_and_purify", "to_8bit"]
+__all__ = ["DefenceReport", "attack_and_purify"]
 
 logger = logging.getLogger(__name__)
-
-
-def to_8bit(x: Tensor) -> Tensor:
-    """Round a [0, 1] batch to the 8-bit grid (what a PNG of it holds)."""
-    return torch.round(x.clamp(0, 1) * 255) / 255
 
 
 @dataclass

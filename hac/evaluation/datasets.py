@@ -34,8 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.classifiers import CIFAR10_CLASSES, imagenet_class_names, imagenet_index_of_synset
-from ..core.images import IMAGE_SUFFIXES, ImageError, load_image
-from ..defence.pipeline import to_8bit
+from ..core.images import IMAGE_SUFFIXES, ImageError, load_image, to_8bit
 
 __all__ = [
     "LAYOUTS",

@@ -12,20 +12,16 @@ architecture's :attr:`Architecture.defaults` (ComDefend: 32px crops, λ = 1e-4, 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import Callable, Mapping
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core.metrics import bits_per_pixel
 from ..core.registry import Registry
 
-if TYPE_CHECKING:
-    from .config import TrainConfig
-
-__all__ = ["CODEC_NAME", "Architecture", "ARCHITECTURES", "build_model", "bits_per_pixel", "rd_loss", "split_parameters"]
+__all__ = ["CODEC_NAME", "Architecture", "ARCHITECTURES", "build_model", "rd_loss", "split_parameters"]
 
 CODEC_NAME = "hac-hyperprior"
 
@@ -40,7 +36,7 @@ class Architecture:
             ``compress`` / ``decompress``, used by :func:`~hac.training.validation.evaluate_model`).
         multiple: input height/width must be a multiple of this (total down-sampling).
         paper: the work that introduced it.
-        loss: ``loss(model, x, config) -> {"loss", "mse", ...}`` (scalars); ``None``
+        loss: ``loss(model, x, lmbda) -> {"loss", "mse", ...}`` (scalars); ``None``
             means CompressAI's rate–distortion loss :func:`rd_loss`. Models with
             ``quantiles`` parameters also get the auxiliary optimizer.
         loss_text: the loss, for the exported model card.
@@ -52,16 +48,16 @@ class Architecture:
     build: Callable[[int, int], nn.Module]
     multiple: int = 64
     paper: str = ""
-    loss: Callable[[nn.Module, Tensor, "TrainConfig"], dict[str, Tensor]] | None = None
+    loss: Callable[[nn.Module, Tensor, float], dict[str, Tensor]] | None = None
     loss_text: str = "λ·255²·MSE + bpp"
     export_stem: str = CODEC_NAME + "-q{quality}"
     defaults: Mapping[str, object] = field(default_factory=dict)
 
-    def loss_terms(self, model: nn.Module, x: Tensor, config: "TrainConfig") -> dict[str, Tensor]:
-        """The training loss of ``model`` on the batch ``x`` (N, 3, H, W) in [0, 1]."""
+    def loss_terms(self, model: nn.Module, x: Tensor, lmbda: float) -> dict[str, Tensor]:
+        """The training loss of ``model`` on the batch ``x`` (N, 3, H, W) in [0, 1] with trade-off ``lmbda``."""
         if self.loss is None:
-            return rd_loss(model(x), x, config.lmbda)
-        return self.loss(model, x, config)
+            return rd_loss(model(x), x, lmbda)
+        return self.loss(model, x, lmbda)
 
 
 def _mean_scale_hyperprior(N: int, M: int) -> nn.Module:
@@ -82,10 +78,10 @@ def _comdefend(N: int, M: int) -> nn.Module:
     return ComDefend()  # fixed widths: N and M do not apply
 
 
-def _comdefend_loss(model: nn.Module, x: Tensor, config: "TrainConfig") -> dict[str, Tensor]:
+def _comdefend_loss(model: nn.Module, x: Tensor, lmbda: float) -> dict[str, Tensor]:
     from ..codecs.comdefend import training_loss
 
-    return training_loss(model, x, config.lmbda)
+    return training_loss(model, x, lmbda)
 
 
 ARCHITECTURES: Registry[Architecture] = Registry("architecture")
@@ -116,11 +112,6 @@ ARCHITECTURES.add(
 def build_model(architecture: str, N: int, M: int) -> nn.Module:
     """A freshly initialised model of a registered architecture (``ValueError`` if unknown)."""
     return ARCHITECTURES.get(architecture).build(N, M)
-
-
-def bits_per_pixel(likelihoods: Mapping[str, Tensor], pixels: int) -> Tensor:
-    """Estimated bits per pixel of each image (N,) from a CompressAI output's ``likelihoods``."""
-    return sum(torch.log(lik).flatten(1).sum(1) for lik in likelihoods.values()) / (-math.log(2) * pixels)
 
 
 def rd_loss(out: Mapping, x: Tensor, lmbda: float) -> dict[str, Tensor]:

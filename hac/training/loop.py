@@ -244,7 +244,7 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
             elif config.decoder_only:
                 terms = decoder_terms(model, x, config.lmbda)
             else:
-                terms = arch.loss_terms(model, x, config)
+                terms = arch.loss_terms(model, x, config.lmbda)
             if not torch.isfinite(terms["loss"]):
                 skipped += 1
                 logger.warning("non-finite loss at step %d; batch skipped (%d so far)", step, skipped)
