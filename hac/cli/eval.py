@@ -100,16 +100,17 @@ def format_paired(rows: list[dict], limit: int = _SHOWN_ROWS) -> str:
 
 
 class _Bar:
-    """tqdm driven by evaluate's progress(done, total, message)."""
+    """tqdm driven by a progress(done, total, message) callback (evaluate's, audit's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, desc: str = "eval") -> None:
         self.bar = None
+        self.desc = desc
 
     def __call__(self, done: int, total: int, message: str) -> None:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="unit", desc="eval", file=sys.stderr, dynamic_ncols=True)
+            self.bar = tqdm(total=total, unit="unit", desc=self.desc, file=sys.stderr, dynamic_ncols=True)
         self.bar.set_postfix_str(message[:90], refresh=False)
         self.bar.update(done - self.bar.n)
 

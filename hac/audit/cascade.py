@@ -1,0 +1,248 @@
+"""The audit's cascade: every step of the suite on the images still standing, resumable through the store.
+
+Per batch of images: classify the clean images (a wrong one is never
+attacked), then run the suite's steps in order, each on the images no earlier
+step has broken (:mod:`hac.audit.suite` gives the order and the exceptions).
+Every (step, batch) unit is appended to a kill-safe
+:class:`~hac.evaluation.store.ResultStore` as soon as it is done: the rows
+of the images it attacked (``ok``: still correctly classified after
+purification) and a commit line (seed, seconds, gradient health, loss rise).
+Rerun with the same settings and out dir, an audit continues where it stopped
+and recomputes at most the unit that was cut off.
+
+The steps check and the eps sweep run after every batch has been through the
+first phase, because they use the gradient attack that broke the most images
+(``strongest``), which only the whole first phase can tell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..attacks.diagnostics import gradient_health
+from ..attacks.learned_surrogate import SurrogateCache
+from ..defence.purify import Purifier
+from ..evaluation.runner import unit_seed
+from ..evaluation.store import STORE_FILENAME, ResultStore
+from .attacker import StepAttacker, acm_possible
+from .suite import AuditConfig, Step, build_suite, phase_two
+
+__all__ = ["AuditImages", "AuditRun", "run_cascade", "ProgressFn"]
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, str], None]
+"""``progress(done, total, message)`` after each unit of work."""
+
+@dataclass
+class AuditImages:
+    """The audited images: ids, and ``load(ids) -> (kept ids, x (N, 3, H, W) 8-bit valued in [0, 1], labels (N,))``."""
+
+    ids: list[str]
+    load: Callable[[Sequence[str]], tuple[list[str], Tensor, Tensor]]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_tensors(cls, ids: Sequence[str], x: Tensor, labels: Tensor) -> "AuditImages":
+        if len(ids) != x.shape[0] or len(ids) != labels.shape[0]:
+            raise ValueError(f"{len(ids)} ids for {x.shape[0]} images and {labels.shape[0]} labels")
+        position = {image: k for k, image in enumerate(ids)}
+
+        def load(chosen: Sequence[str]):
+            index = torch.tensor([position[i] for i in chosen], dtype=torch.long)
+            return list(chosen), x[index], labels[index]
+
+        return cls(list(ids), load)
+
+
+@dataclass
+class AuditRun:
+    """What the cascade produced (read by :mod:`hac.audit.verdict`).
+
+    Attributes:
+        steps: every step run, in order (phase one, then the steps check and eps sweep).
+        not_run: check -> why it was left out.
+        clean: image id -> (label, clean prediction correct).
+        outcome: (step id, image id) -> still correct after that step's attack and the purifier.
+        commits: (step id, batch) -> its commit record.
+        strongest: the gradient step the phase-two checks repeat, if any.
+        surrogate: training statistics of the learned surrogate, if one was used.
+    """
+
+    config: AuditConfig
+    defence: str
+    image_ids: list[str]
+    steps: list[Step]
+    not_run: dict[str, str]
+    clean: dict[str, tuple[int, bool]]
+    outcome: dict[tuple[str, str], bool]
+    commits: dict[tuple[str, int], dict]
+    strongest: str | None
+    surrogate: dict | None
+    skipped: dict[str, str]
+    run: dict
+
+
+class _Cascade:
+    def __init__(self, config: AuditConfig, classifier: nn.Module, purifier: Purifier | None, images: AuditImages,
+                 store: ResultStore, progress: ProgressFn | None, cache: SurrogateCache) -> None:
+        self.config, self.classifier, self.purifier, self.images = config, classifier.eval(), purifier, images
+        self.store, self.progress, self.cache = store, progress, cache
+        self.batches = [images.ids[i : i + config.batch_size] for i in range(0, len(images.ids), config.batch_size)]
+        self.clean: dict[str, tuple[int, bool]] = {}
+        self.outcome: dict[tuple[str, str], bool] = {}
+        for row in store.rows:
+            if row["c"] == "clean":
+                self.clean[row["i"]] = (row["y"], bool(row["ok"]))
+            else:
+                self.outcome[row["c"], row["i"]] = bool(row["ok"])
+        self.attacker = StepAttacker(config, classifier, purifier, lambda: images.load(self.batches[0])[1], cache)
+        self.done = self.computed = 0
+        self.total = 0
+
+    # ------------------------------------------------------------------ the loop
+
+    def _tick(self, message: str) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total, message)
+
+    def _clean(self, b: int) -> None:
+        if self.store.is_done("clean", b):
+            return
+        started, cpu = time.perf_counter(), time.process_time()
+        ids, x, y = self.images.load(self.batches[b])
+        self.store.skip({i: "unreadable" for i in self.batches[b] if i not in ids and i not in self.store.skipped})
+        ok = self.attacker.correct(x, y).tolist() if ids else []
+        rows = [{"c": "clean", "b": b, "i": i, "y": int(label), "ok": int(o)} for i, label, o in zip(ids, y.tolist(), ok)]
+        self.store.commit(rows, {"c": "clean", "b": b, "n": len(rows), "seconds": round(time.perf_counter() - started, 4),
+                                 "cpu_seconds": round(time.process_time() - cpu, 4)})
+        for i, label, o in zip(ids, y.tolist(), ok):
+            self.clean[i] = (int(label), bool(o))
+        self.computed += 1
+
+    def _targets(self, step: Step, earlier: list[Step], b: int) -> list[str]:
+        correct = [i for i in self.batches[b] if self.clean.get(i, (0, False))[1]]
+        if step.scope == "all":
+            return correct
+        if step.scope == "reference":
+            return [i for i in correct if (step.reference, i) in self.outcome]
+        broken = {i for s in earlier if s.counts or not step.counts for i in correct if self.outcome.get((s.id, i)) is False}
+        return [i for i in correct if i not in broken]
+
+    def _health_recorded(self, step: Step) -> bool:
+        return any(commit.get("health") for (c, _), commit in self.store.commits.items() if c == step.id)
+
+    def _step(self, step: Step, earlier: list[Step], b: int) -> None:
+        if self.store.is_done(step.id, b):
+            return
+        started, cpu = time.perf_counter(), time.process_time()
+        targets = self._targets(step, earlier, b)
+        commit = {"c": step.id, "b": b, "n": len(targets)}
+        rows = []
+        if targets:
+            seed = unit_seed(self.config.seed, step.id, b)
+            torch.manual_seed(seed)
+            ids, x, y = self.images.load(targets)
+            model = self.attacker.model(step)
+            gradient = step.family in ("gradient", "steps", "eps", "control") and step.threat != "transfer"
+            if gradient and not self._health_recorded(step):
+                commit["health"] = vars(gradient_health(model, x, y))
+            x_adv = self.attacker.attack(step, model, x, y, seed)
+            if gradient:
+                with torch.no_grad():
+                    commit["loss"] = [round(F.cross_entropy(model(x), y).item(), 5), round(F.cross_entropy(model(x_adv), y).item(), 5)]
+            ok = self.attacker.correct(x_adv, y).tolist()
+            rows = [{"c": step.id, "b": b, "i": i, "ok": int(o), "linf": round(float((a - c).abs().max()) * 255, 3)}
+                    for i, o, a, c in zip(ids, ok, x_adv, x)]
+            commit["seed"] = seed
+        commit.update(seconds=round(time.perf_counter() - started, 4), cpu_seconds=round(time.process_time() - cpu, 4))
+        stats = self.attacker.surrogate_stats
+        if step.threat == "learned-surrogate" and stats is not None and not stats.get("recorded"):
+            commit["surrogate"] = {k: v for k, v in stats.items() if k != "recorded"}
+            stats["recorded"] = True
+        self.store.commit(rows, commit)
+        for row in rows:
+            self.outcome[step.id, row["i"]] = bool(row["ok"])
+        self.computed += 1
+
+    def _phase(self, steps: list[Step], offset: list[Step]) -> None:
+        for b in range(len(self.batches)):
+            self._clean(b)
+            for k, step in enumerate(steps):
+                self._step(step, offset + steps[:k], b)
+                self._tick(f"batch {b + 1}/{len(self.batches)}: {step.id}")
+
+    def strongest(self, steps: list[Step]) -> Step | None:
+        """The gradient step of ``steps`` that broke the most images (the first on a tie)."""
+        gradient = [s for s in steps if s.family == "gradient"]
+        if not gradient:
+            return None
+        broken = {s.id: sum(1 for (c, _), ok in self.outcome.items() if c == s.id and not ok) for s in gradient}
+        return max(gradient, key=lambda s: (broken[s.id], -gradient.index(s)))
+
+    def run(self, first: list[Step]) -> tuple[list[Step], Step | None]:
+        self.total = len(self.batches) * (len(first) + len(self.config.steps_multipliers) * ("steps" in self.config.checks)
+                                          + len(self.config.eps_sweep) * ("eps-sweep" in self.config.checks))
+        self._phase(first, [])
+        strongest = self.strongest(first)
+        second = [] if strongest is None else phase_two(self.config, strongest)
+        self.total = len(self.batches) * (len(first) + len(second))
+        self._phase(second, first)
+        return first + second, strongest
+
+
+def config_digest(config: AuditConfig, defence: str, ids: Sequence[str]) -> str:
+    text = json.dumps({"config": config.to_dict(), "defence": defence, "ids": list(ids)}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_cascade(config: AuditConfig, classifier: nn.Module, purifier: Purifier | None, images: AuditImages,
+                out_dir: str | Path | None = None, progress: ProgressFn | None = None,
+                surrogate_cache: str | Path | None = None) -> AuditRun:
+    """Run (or resume) the audit's suite on ``images``.
+
+    Args:
+        config: the settings (its ``checks`` select the suite's parts).
+        classifier: [0, 1] images -> logits, in eval mode.
+        purifier: the defence, or ``None`` to audit the bare classifier.
+        images: the audited images.
+        out_dir: where the store (``rows.jsonl``) lives; ``None``: in memory.
+        progress: ``progress(done, total, message)`` after each unit.
+        surrogate_cache: folder of trained learned surrogates (``None``: train each time).
+
+    Raises:
+        hac.evaluation.store.StoreError: ``out_dir`` holds another audit's results.
+    """
+    started = time.perf_counter()
+    defended = purifier is not None
+    defence = f"{getattr(classifier, 'name', type(classifier).__name__)}" + (f" + {purifier.describe()}" if defended else " (undefended)")
+    codecs = list(purifier.codecs) if defended else []
+    first, not_run = build_suite(config, defended, has_surrogate=defended and all(c.has_surrogate() for c in codecs),
+                                 stochastic=any(c.stochastic for c in codecs), acm=acm_possible(purifier))
+    header = {"audit": config.to_dict(), "defence": defence, "image_ids": images.ids}
+    path = None if out_dir is None else Path(out_dir) / STORE_FILENAME
+    with ResultStore(path, config_digest(config, defence, images.ids), header) as store:
+        reused = len(store.commits)
+        cascade = _Cascade(config, classifier, purifier, images, store, progress, SurrogateCache(surrogate_cache))
+        steps, strongest = cascade.run(first)
+        surrogate = next((c["surrogate"] for c in store.commits.values() if c.get("surrogate")), None)
+        return AuditRun(
+            config=config, defence=defence, image_ids=list(images.ids), steps=steps, not_run=not_run,
+            clean=dict(cascade.clean), outcome=dict(cascade.outcome), commits=dict(store.commits),
+            strongest=None if strongest is None else strongest.id, surrogate=surrogate,
+            skipped={**images.skipped, **store.skipped},
+            run={"wall_seconds": round(time.perf_counter() - started, 3), "units_computed": cascade.computed,
+                 "units_reused_from_store": reused, "store_repaired_bytes": store.repaired_bytes,
+                 "torch_threads": torch.get_num_threads()},
+        )
