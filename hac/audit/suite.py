@@ -194,6 +194,10 @@ def build_suite(config: AuditConfig, defended: bool, has_surrogate: bool, stocha
         return possible
 
     best = "white-box"
+    if not defended:
+        for check in ("bpda", "straight-through", "eot"):
+            if check in on:
+                out[check] = "no purifier (the first PGD is the white-box attack)"
     if defended:
         if want("bpda"):
             suite.append(Step("bpda-pgd", "gradient", "bpda", "pgd", pgd))

@@ -1,0 +1,252 @@
+"""``hac audit``: each attack of the suite, the cascade, resumability, bad input, masked defences, the report.
+
+Mechanics run tiny seeded models (``audit_fixtures``) on 32 x 32 images, so the whole file takes
+well under a minute on one thread; the claim about the real classifier is marked ``shared_data``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from audit_fixtures import ShatteredClassifier, TinyClassifier, ZeroBackwardQuantiser, tiny_images
+from hac.attacks.learned_surrogate import SurrogateCache, train_surrogate
+from hac.attacks.random_gradient import RandomGradient
+from hac.audit import AuditConfig, audit, parse_checks
+from hac.audit.attacker import StepAttacker
+from hac.audit.suite import build_suite
+from hac.audit.verdict import wilson_interval
+from hac.cli import main
+from hac.defence.purify import Purifier
+from hac.evaluation.store import STORE_FILENAME, StoreError
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
+FAST = dict(classifier="tiny", images=12, batch_size=4, steps=10, apgd_steps=10, square_queries=300,
+            surrogate_steps=30, steps_multipliers=(2,), eps_sweep=(16 / 255,))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return TinyClassifier().eval()
+
+
+@pytest.fixture(scope="module")
+def jpeg():
+    return Purifier("jpeg:q=75").eval()
+
+
+def _accuracy_after(attacker: StepAttacker, x_adv, y) -> float:
+    return attacker.correct(x_adv, y).float().mean().item()
+
+
+def test_each_attack_beats_random_noise(tiny, jpeg):
+    config = AuditConfig(eps=2 / 255, **FAST)
+    images = tiny_images(tiny, 12, wrong=0, purifier=jpeg)
+    _, x, y = images.load(images.ids)
+    attacker = StepAttacker(config, tiny, jpeg, lambda: x, SurrogateCache(None))
+    noise = torch.round((x + config.eps * torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(1)))).clamp(0, 1) * 255) / 255
+    noise_accuracy = _accuracy_after(attacker, noise, y)
+    assert noise_accuracy >= 0.9
+    suite, _ = build_suite(config, defended=True, has_surrogate=True, stochastic=False, acm=True)
+    for step in suite:
+        if step.family == "control":
+            continue
+        x_adv = attacker.attack(step, attacker.model(step), x, y, seed=3)
+        assert (x_adv - x).abs().max() <= step.eps + 1e-6, step.id
+        assert torch.equal(torch.round(x_adv * 255) / 255, x_adv), f"{step.id} left the 8-bit grid"
+        if step.attack == "acm":  # its objective is the codec's error, not the label
+            codec = jpeg.codecs[0]
+            with torch.no_grad():
+                attacked = (codec(x_adv).x_hat - x).pow(2).mean()
+                noisy = (codec(noise).x_hat - x).pow(2).mean()
+            assert attacked > noisy, step.id
+            continue
+        accuracy = _accuracy_after(attacker, x_adv, y)
+        assert accuracy <= noise_accuracy - 0.25, f"{step.id}: {accuracy:.2f} after the attack, {noise_accuracy:.2f} after noise"
+
+
+def test_random_gradient_keeps_the_norm_and_loses_the_direction(tiny):
+    x = torch.rand(4, 3, 32, 32, requires_grad=True)
+    real = torch.autograd.grad(tiny(x).logsumexp(1).sum(), x)[0]
+    torch.manual_seed(0)
+    fake = torch.autograd.grad(RandomGradient(tiny)(x).logsumexp(1).sum(), x)[0]
+    assert torch.allclose(fake.flatten(1).norm(dim=1), real.flatten(1).norm(dim=1), rtol=1e-4)
+    cosine = torch.nn.functional.cosine_similarity(fake.flatten(1), real.flatten(1))
+    assert cosine.abs().max() < 0.2
+    assert torch.equal(RandomGradient(tiny)(x), tiny(x))
+
+
+def test_learned_surrogate_learns_the_codec_and_is_cached(tmp_path, jpeg):
+    x = tiny_images(TinyClassifier(), 6).load([f"img{k:02d}" for k in range(6)])[1]
+    net, stats = train_surrogate(jpeg, x, radius=16 / 255, steps=60, seed=0)
+    assert stats["l1_trained"] < stats["l1_identity"]
+    cache = SurrogateCache(tmp_path)
+    assert cache.load("k") is None
+    cache.save("k", net)
+    again = cache.load("k")
+    assert torch.equal(again(x), net(x))
+
+
+def _broken_before(run, step_index: int) -> set[str]:
+    return {i for s in run.steps[:step_index] if s.counts for (c, i), ok in run.outcome.items() if c == s.id and not ok}
+
+
+def test_cascade_never_attacks_a_wrong_or_already_broken_image(tiny, jpeg):
+    config = AuditConfig(eps=2 / 255, **FAST)
+    images = tiny_images(tiny, 12, wrong=2, purifier=jpeg)
+    result = audit(config, None, classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
+    run = result.run
+    wrong = {i for i, (_, ok) in run.clean.items() if not ok}
+    assert {"img00", "img01"} <= wrong
+    assert not {i for (_, i) in run.outcome} & wrong
+    for k, step in enumerate(run.steps):
+        if step.scope == "survivors" and step.counts:
+            attacked = {i for (c, i) in run.outcome if c == step.id}
+            assert not attacked & _broken_before(run, k), step.id
+    assert result.verdict.robust == sum(1 for row in result.verdict.worst_case if row["robust"])
+    assert all(not row["robust"] for row in result.verdict.worst_case if row["image"] in wrong)
+
+
+def test_undefended_tiny_classifier_audits_to_zero(tiny):
+    result = audit(AuditConfig(eps=4 / 255, **FAST), None, classifier=tiny, images=tiny_images(tiny, 8), surrogate_cache=None)
+    assert result.verdict.robust == 0
+    assert result.verdict.not_run["bpda"].startswith("no purifier")
+
+
+def test_masked_classifier_is_flagged_and_square_breaks_it():
+    model = ShatteredClassifier(levels=16).eval()
+    config = AuditConfig(eps=8 / 255, **FAST)
+    result = audit(config, None, classifier=model, images=tiny_images(model, 12), surrogate_cache=None)
+    verdict = result.verdict
+    checks = {c.name: c for c in verdict.checks}
+    assert verdict.masked
+    assert checks["gradient-health"].flagged and checks["random-gradient"].flagged and checks["gradient-free"].flagged
+    assert verdict.robust_accuracy <= 0.10
+    square = next(r for r in verdict.per_step if r["step"] == "square")
+    assert square["first_broken"] >= 0.8 * verdict.clean_correct
+    assert verdict.oblivious >= 0.8  # what a gradient-only evaluation would have claimed
+
+
+def test_purifier_with_zero_backward_is_flagged_and_still_broken(tiny):
+    purifier = Purifier([ZeroBackwardQuantiser(4)]).eval()
+    config = AuditConfig(eps=4 / 255, **FAST)
+    result = audit(config, None, classifier=tiny, purifier=purifier, images=tiny_images(tiny, 12, purifier=purifier),
+                   surrogate_cache=None)
+    checks = {c.name: c for c in result.verdict.checks}
+    assert checks["gradient-health"].flagged and "straight-through-pgd" in checks["gradient-health"].detail
+    assert result.verdict.masked
+    assert result.verdict.robust_accuracy <= 0.10
+
+
+_RESUME_SCRIPT = """
+import sys, time, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from audit_fixtures import TinyClassifier, tiny_images
+from hac.audit import AuditConfig, audit
+from hac.defence.purify import Purifier
+tiny, jpeg = TinyClassifier().eval(), Purifier("jpeg:q=75").eval()
+config = AuditConfig(eps=2 / 255, **{fast!r})
+audit(config, {out!r}, lambda d, t, m: time.sleep(0.15), classifier=tiny, purifier=jpeg,
+      images=tiny_images(tiny, 12, purifier=jpeg), surrogate_cache=None)
+"""
+
+
+def test_resume_after_kill_9_loses_nothing(tmp_path, tiny, jpeg):
+    config = AuditConfig(eps=2 / 255, **FAST)
+    images = tiny_images(tiny, 12, purifier=jpeg)
+    reference = audit(config, tmp_path / "whole", classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
+    out = tmp_path / "killed"
+    script = _RESUME_SCRIPT.format(tests=str(TESTS), fast=FAST, out=str(out))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    store = out / STORE_FILENAME
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if store.exists() and store.read_text().count('"kind":"commit"') >= 8:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, process.stderr.read().decode()[-2000:]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = store.read_text().count('"kind":"commit"')
+    resumed = audit(config, out, classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
+    assert resumed.run.run["units_reused_from_store"] >= done_before - 1 > 0
+    assert resumed.run.outcome == reference.run.outcome
+    assert resumed.verdict.worst_case == reference.verdict.worst_case
+    keys = [(r["c"], r["i"]) for r in map(json.loads, store.read_text().splitlines()) if r["kind"] == "row"]
+    assert len(keys) == len(set(keys))
+    again = audit(config, out, classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
+    assert again.run.run["units_computed"] == 0
+
+
+def test_report_files(tmp_path, tiny, jpeg):
+    config = AuditConfig(eps=2 / 255, **FAST)
+    result = audit(config, tmp_path, classifier=tiny, purifier=jpeg, images=tiny_images(tiny, 8, purifier=jpeg), surrogate_cache=None)
+    names = {p.name for p in result.write(tmp_path)}
+    assert {"report.md", "audit.json", "worst_case.csv", "attacks.png", "accuracy_vs_eps.png", "accuracy_vs_steps.png"} <= names
+    report = (tmp_path / "report.md").read_text()
+    assert report.splitlines()[2].startswith("### Verdict:") and "Robust accuracy" in report and "Oblivious PGD" in report
+    data = json.loads((tmp_path / "audit.json").read_text())
+    assert data["image_ids"] == [f"img{k:02d}" for k in range(8)]
+    assert data["config"]["eps"] == pytest.approx(2 / 255) and data["versions"]["torch"] and data["seeds"]
+    low, high = data["verdict"]["interval_95"]
+    assert low <= data["verdict"]["robust_accuracy"] <= high
+    assert (tmp_path / "worst_case.csv").read_text().splitlines()[0] == "image,label,clean_correct,robust,broken_by"
+
+
+def test_wilson_interval():
+    assert wilson_interval(0, 200) == (0.0, pytest.approx(0.0188, abs=1e-3))
+    low, high = wilson_interval(24, 200)
+    assert 0.08 < low < 0.12 < high < 0.18
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(5, 3)
+
+
+def test_bad_arguments_give_clear_errors(tmp_path, capsys, tiny, jpeg):
+    data = tmp_path / "data"
+    data.mkdir()
+    cases = [
+        (["--data", str(tmp_path / "nowhere")], "does not exist"),
+        (["--data", str(data), "--eps", "2"], "--eps must be a number in \\(0, 1\\]"),
+        (["--data", str(data), "--checks", "bpda,sqaure"], "unknown audit check 'sqaure'; valid checks: all, bpda"),
+        (["--data", str(data), "--images", "0"], "images must be a positive integer"),
+        (["--data", str(data), "--steps-multipliers", "five"], "--steps-multipliers must be comma-separated integers"),
+        (["--data", str(data), "--eps-sweep", "2/255"], "eps sweep values must exceed eps=4/255"),
+        (["--data", str(data), "--ids", str(tmp_path / "ids.txt")], "--ids .* does not exist"),
+    ]
+    for extra, message in cases:
+        assert main(["audit", "--out", str(tmp_path / "out"), *extra]) == 2
+        assert __import__("re").search(message, capsys.readouterr().err), (extra, message)
+    assert parse_checks("all,-square,-acm") == tuple(c for c in parse_checks("all") if c not in ("square", "acm"))
+    config = AuditConfig(eps=2 / 255, **FAST)
+    images = tiny_images(tiny, 4, purifier=jpeg)
+    audit(config, tmp_path / "run", classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
+    with pytest.raises(StoreError, match="another configuration"):
+        audit(config.with_(steps=3), tmp_path / "run", classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
+
+
+@pytest.mark.shared_data
+def test_undefended_efficientnet_audits_to_zero(shared_dir, classifier, tmp_path):
+    config = AuditConfig(data=str(shared_dir / "data" / "imagenet-val-1300"), images=6, batch_size=6, steps=5, apgd_steps=5,
+                         square_queries=20, checks=parse_checks("apgd-ce,random-gradient"))
+    result = audit(config, tmp_path, classifier=classifier, surrogate_cache=None)
+    assert result.verdict.images == 6 and result.verdict.robust == 0
