@@ -19,7 +19,7 @@ LAYERS = {
     "hub": 1,
     "models": 2, "codecs": 2,
     "attacks": 3, "defence": 3,
-    "evaluation": 4, "rd": 4,
+    "evaluation": 4, "rd": 4, "audit": 4,
     "training": 5,
     "cli": 6, "app": 6,
 }
