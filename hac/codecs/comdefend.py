@@ -126,9 +126,9 @@ OFFICIAL = ConvertedWeightSpec(
     sources=(OFFICIAL_ENC, OFFICIAL_DEC),
     convert_command="python -m hac convert comdefend",
 )
-HAC_CIFAR10 = WeightSpec(
-    name="hac-comdefend-cifar10",
-    filename="hac-comdefend-cifar10.safetensors",
+HAC_CIFAR10 = hub.own_weight_spec(
+    "hac-comdefend-cifar10",
+    "hac-comdefend-cifar10",
     license="MIT",
     paper=f"hac (this project), architecture of {PAPER}",
     description="ComDefend trained by hac.training on CIFAR-10 (python -m hac train --architecture comdefend)",

@@ -5,8 +5,9 @@ where its file is found, :mod:`.loading` how it is read safely, :mod:`.convert` 
 published checkpoints become safetensors. The public API is re-exported here.
 """
 
-from . import loading, resolve, specs
+from . import loading, published, resolve, specs
 from .loading import load_state_dict, load_weights, sha256_of
+from .published import hub_location, own_weight_spec
 from .resolve import (
     ORIGINS,
     default_weights_dir,
@@ -22,6 +23,7 @@ from .specs import (
     ConvertedWeightSpec,
     ManualDownloadWeightSpec,
     MissingWeightsError,
+    OwnWeightSpec,
     ResolvedWeights,
     UnsafeWeightsError,
     WeightSpec,
@@ -29,4 +31,4 @@ from .specs import (
     register_weights,
 )
 
-__all__ = [*specs.__all__, *resolve.__all__, *loading.__all__]
+__all__ = [*specs.__all__, *resolve.__all__, *loading.__all__, "hub_location", "own_weight_spec"]

@@ -76,7 +76,6 @@ def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
 def load_weights(spec: WeightSpec | str, path: str | Path | None = None, **kwargs) -> dict[str, torch.Tensor]:
     """Resolve and safely load the state dict for ``spec``; logs where it came from."""
     resolved = resolve_weights(spec, path, **kwargs)
-    expected = resolved.spec.sha256 if resolved.origin != "explicit" else None
-    state = load_state_dict(resolved.path, sha256=expected)
+    state = load_state_dict(resolved.path, sha256=resolved.spec.expected_sha256(resolved.origin))
     logger.info("loaded %s weights from %s (%s)", resolved.spec.name, resolved.path, resolved.origin)
     return state

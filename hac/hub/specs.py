@@ -16,6 +16,8 @@ __all__ = [
     "WeightSpec",
     "ManualDownloadWeightSpec",
     "ConvertedWeightSpec",
+    "OwnWeightSpec",
+    "HUB_ORIGINS",
     "ResolvedWeights",
     "MissingWeightsError",
     "UnsafeWeightsError",
@@ -23,6 +25,10 @@ __all__ = [
     "register_weights",
     "get_weight_spec",
 ]
+
+
+HUB_ORIGINS = ("hub-cache", "hub-download")
+"""Resolution origins (see :mod:`hac.hub.resolve`) whose file came from the Hugging Face Hub."""
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -83,6 +89,10 @@ class WeightSpec:
             return f"package {self.package_file.partition(':')[0]}"
         return f"hac ({self.filename})"
 
+    def expected_sha256(self, origin: str) -> str | None:
+        """The hash a file found at ``origin`` must have (``None``: not checked). A path the user gives is theirs."""
+        return None if origin == "explicit" else self.sha256
+
     def fetch_hint(self) -> str:
         """The command that makes these weights available."""
         if self.repo_id or self.url:
@@ -115,13 +125,36 @@ class ManualDownloadWeightSpec(WeightSpec):
 
     @property
     def source(self) -> str:
-        return f"{self.download_page} (from {self.project}), converted to weights/{self.filename}"
+        return (f"{self.download_page} (from {self.project}), converted to weights/{self.filename}; "
+                "no Hugging Face Hub copy could be verified against the publisher's file")
 
     def fetch_hint(self) -> str:
         return (
             f"download {self.original_filename} by hand from {self.download_page} (linked from {self.project}; "
             f"it cannot be fetched by a program), then run `{self.convert_command}`"
         )
+
+
+@dataclass(frozen=True)
+class OwnWeightSpec(WeightSpec):
+    """Weights hac trained itself: in the package or the checkout's ``weights/``, and published on the Hub.
+
+    ``filename`` is the path in hac's Hub repository (``<family>/<name>.safetensors``, see
+    :mod:`hac.hub.published`); locally the file is ``<name>.safetensors``. The sha256 is checked only on
+    files that came from the Hub: a file in hac's own folders may be one retrained here.
+
+    Attributes:
+        family: the folder (and model card) the file belongs to, e.g. ``"hac-hyperprior-robust"``.
+    """
+
+    family: str = ""
+
+    def expected_sha256(self, origin: str) -> str | None:
+        return self.sha256 if origin in HUB_ORIGINS else None
+
+    @property
+    def source(self) -> str:
+        return f"hac ({self.local_filename}); Hub copy {super().source}"
 
 
 @dataclass(frozen=True)

@@ -146,9 +146,9 @@ def _zoo_architecture(name: str) -> LearnedArchitecture:
 
 def _hac_architecture(family: str, description: str) -> LearnedArchitecture:
     specs = {
-        ("mse", quality): WeightSpec(
-            name=f"{family}-q{quality}",
-            filename=f"{family}-q{quality}.safetensors",
+        ("mse", quality): hub.own_weight_spec(
+            f"{family}-q{quality}",
+            family,
             license="MIT",
             paper="hac (this project)",
             description=f"{description}, quality {quality}",
