@@ -17,6 +17,9 @@ Modules, in the order data flows through them:
 * :mod:`~hac.training.architectures`: the registry of trainable models and their losses;
 * :mod:`~hac.training.config`: :class:`~hac.training.config.TrainConfig` and the LR schedule;
 * :mod:`~hac.training.crops`: image folders decoded into memory, sampled as random crops;
+* :mod:`~hac.training.objectives`: one loss object per kind of run (plain, adversarial, purify-against,
+  realism, decoder-only), chosen once from the config; :mod:`~hac.training.adversarial`,
+  :mod:`~hac.training.realism` and :mod:`~hac.training.decoder_tuning` hold their pieces;
 * :mod:`~hac.training.loop`: :func:`~hac.training.loop.train` (resumable, stops cleanly on SIGTERM/SIGINT);
 * :mod:`~hac.training.checkpoint`: the checkpoint format, atomic saving, safe loading;
 * :mod:`~hac.training.validation`: real entropy-coded bpp/PSNR and the JPEG reference curve;
@@ -31,6 +34,7 @@ from .architectures import ARCHITECTURES, Architecture, build_model, rd_loss
 from .checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from .config import TrainConfig, lr_factor
 from .crops import ImageBank
+from .objectives import TrainingObjective, create_objective
 from .validation import evaluate_model, jpeg_reference
 from .export import export
 from .loop import train
@@ -40,6 +44,8 @@ __all__ = [
     "Architecture",
     "ARCHITECTURES",
     "ImageBank",
+    "TrainingObjective",
+    "create_objective",
     "CheckpointError",
     "build_model",
     "rd_loss",

@@ -14,7 +14,6 @@ where the run stopped.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -26,13 +25,12 @@ from typing import Mapping
 import torch
 
 from ..evaluation.datasets import read_id_lines
-from .architectures import ARCHITECTURES, build_model, rd_loss, split_parameters
+from .architectures import ARCHITECTURES, build_model
 from .checkpoint import atomic_save, load_checkpoint, load_model_weights, restore_training_state, training_state
 from .config import TrainConfig, lr_factor
 from .crops import ImageBank
+from .objectives import create_objective
 from .validation import evaluate_model
-from .decoder_tuning import decoder_terms, freeze_all_but_decoder
-from .realism import PatchDiscriminator, realism_step
 
 __all__ = ["train"]
 
@@ -146,20 +144,14 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
     # Channels-last: oneDNN runs GDN's 1x1 convolutions ~40% faster that way; a whole step of mbt2018-mean
     # (N=96, M=192, batch 8 x 128², 2 threads) went from ~0.42 to ~0.40 s on this CPU.
     model = build_model(config.architecture, config.N, config.M).to(device, memory_format=torch.channels_last)
-    main_params, aux_params = split_parameters(model)
-    discriminator = disc_optimizer = None
-    if config.trains_decoder_alone:  # every bitstream stays the same
-        main_params, aux_params = freeze_all_but_decoder(model), []
-    if config.realism_weight:  # against a discriminator (GAN practice: Adam beta1 0.5)
-        discriminator = PatchDiscriminator(config.disc_width).to(device, memory_format=torch.channels_last)
-        disc_optimizer = torch.optim.Adam(discriminator.parameters(), lr=config.disc_lr, betas=(0.5, 0.999))
-    optimizer = torch.optim.Adam(main_params, lr=config.lr, betas=(0.5, 0.999) if discriminator is not None else (0.9, 0.999))
-    # Only CompressAI's entropy bottleneck has quantiles to fit; ComDefend has no aux loss.
+    objective = create_objective(config, model, device, generator)
+    main_params, aux_params = objective.parameters()
+    optimizer = torch.optim.Adam(main_params, lr=config.lr, betas=objective.adam_betas)
+    # Only CompressAI's entropy bottleneck has quantiles to fit; ComDefend and decoder-alone runs have no aux loss.
     aux_optimizer = torch.optim.Adam(aux_params, lr=config.aux_lr) if aux_params else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
-    resumable = {"model": model, "optimizer": optimizer, "aux_optimizer": aux_optimizer, "scheduler": scheduler, "generator": generator}
-    if discriminator is not None:
-        resumable.update(discriminator=discriminator, disc_optimizer=disc_optimizer)
+    resumable = {"model": model, "optimizer": optimizer, "aux_optimizer": aux_optimizer, "scheduler": scheduler,
+                 "generator": generator, **objective.state()}
     step = 0
     if ckpt is not None:
         step = restore_training_state(ckpt, str(run_dir / "checkpoint.pt"), **resumable)
@@ -177,8 +169,8 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
     n_params = sum(p.numel() for p in model.parameters())
     sizes = f" N={config.N} M={config.M}" if arch.loss is None else ""  # ComDefend's widths are fixed
     logger.info(
-        "training %s%s (%.2fM params) lambda=%g crop=%d batch=%d steps %d->%d lr=%g threads=%d",
-        config.architecture, sizes, n_params / 1e6, config.lmbda, config.crop,
+        "training %s%s (%.2fM params, %s) lambda=%g crop=%d batch=%d steps %d->%d lr=%g threads=%d",
+        config.architecture, sizes, n_params / 1e6, objective.name, config.lmbda, config.crop,
         config.batch_size, step, config.steps, config.lr, torch.get_num_threads(),
     )
     bank = ImageBank(config.data, config.crop, read_id_lines(config.exclude) if config.exclude else [])
@@ -197,28 +189,6 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
         logger.info("eval step %d on %s (%d images): bpp %.4f psnr %.2f dB", step, config.eval_dir, result["images"], result["bpp"], result["psnr"])
         _append_jsonl(metrics_path, {"kind": "eval", "step": step, **result, "time": time.time()})
 
-    adversarial = None
-    if config.adversarial:
-        if arch.loss is not None:
-            raise ValueError(f"--adversarial fine-tunes CompressAI codecs; {config.architecture} has its own loss")
-        from .adversarial import AdversarialTrainingSettings, adversarial_terms, attacked_rows
-
-        adversarial = AdversarialTrainingSettings(config.adv_eps, config.adv_steps, config.adv_objective, config.adv_fraction)
-        if config.adv_rate_gap_weight and not attacked_rows(adversarial, config.batch_size, "rate").numel():
-            raise ValueError(f"--adv-rate-gap-weight needs rate-attacked images; --adv-objective {config.adv_objective} "
-                             f"with --adv-fraction {config.adv_fraction} of a batch of {config.batch_size} has none")
-    purify = None
-    if config.purify_against:
-        if arch.loss is not None:
-            raise ValueError(f"--purify-against fine-tunes CompressAI codecs; {config.architecture} has its own loss")
-        from .adversarial import classifier_attacked_batch, logit_distance
-        from ..attacks.classifier_attacks import create_attack
-        from ..models.classifiers import create_classifier
-
-        classifier = create_classifier(config.purify_against, device=device)
-        classifier.requires_grad_(False)
-        attack = create_attack(config.purify_attack, classifier)
-        purify = functools.partial(classifier_attacked_batch, attack, classifier, fraction=config.purify_fraction)
     model.train()
     window: dict[str, float] = {"n": 0}
     window_start = time.time()
@@ -229,22 +199,7 @@ def _train(config: TrainConfig, ckpt: dict | None, run_dir: Path, deadline: floa
             optimizer.zero_grad(set_to_none=True)
             if aux_optimizer is not None:
                 aux_optimizer.zero_grad(set_to_none=True)
-            if adversarial is not None:  # attacked inputs, clean targets
-                terms = adversarial_terms(model, x, adversarial, config.lmbda, config.adv_rate_gap_weight,
-                                          config.adv_latent_weight, generator)
-            elif purify is not None:  # inputs attacked on the classifier, clean targets
-                out = model(purify(x))
-                terms = rd_loss(out, x, config.lmbda)
-                if config.purify_logit_weight:
-                    terms["logits"] = logit_distance(classifier, out["x_hat"], x)
-                    terms["loss"] = terms["loss"] + config.purify_logit_weight * terms["logits"]
-            elif discriminator is not None:  # the frozen encoder's real latents, decoded against the discriminator
-                terms = realism_step(model, discriminator, disc_optimizer, x, config.lmbda,
-                                     config.realism_weight, config.realism_feature_weight)
-            elif config.decoder_only:
-                terms = decoder_terms(model, x, config.lmbda)
-            else:
-                terms = arch.loss_terms(model, x, config.lmbda)
+            terms = objective.terms(x)
             if not torch.isfinite(terms["loss"]):
                 skipped += 1
                 logger.warning("non-finite loss at step %d; batch skipped (%d so far)", step, skipped)
