@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -116,12 +117,16 @@ def test_resume_through_the_cli(image_dir, tmp_path):
     assert ckpt["step"] == 5 and ckpt["config"]["N"] == 16
 
 
-def test_a_packed_run_is_smaller_and_resumes_where_it_stopped(image_dir, tmp_path):
+def test_a_packed_run_is_smaller_and_resumes_where_it_stopped(image_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="hac.cli.train")
     run_dir, packed_dir, full_copy = tmp_path / "run", tmp_path / "packed", tmp_path / "full"
+    records = tmp_path / "training-state" / "run"
     train(_config(image_dir, run_dir, steps=10, checkpoint_every=5, N=32, M=32))
     full_copy.mkdir()
     (full_copy / "checkpoint.pt").write_bytes((run_dir / "checkpoint.pt").read_bytes())
-    assert main(["pack", str(run_dir), "--out", str(packed_dir)]) == 0
+    assert main(["pack", str(run_dir), "--out", str(records), "--checkpoint-to", str(packed_dir)]) == 0
+    assert [p.name for p in sorted(records.iterdir())] == ["config.json", "metrics.jsonl", "train.log"]
+    assert f"the checkpoint stays in {run_dir / 'checkpoint.pt'}, outside git" in caplog.text
     packed = packed_dir / "checkpoint.pt"
     assert packed.stat().st_size < 0.45 * (run_dir / "checkpoint.pt").stat().st_size
     assert [p.name for p in sorted(packed_dir.iterdir())] == ["checkpoint.pt", "config.json", "metrics.jsonl", "train.log"]
@@ -145,6 +150,23 @@ def test_a_packed_run_is_smaller_and_resumes_where_it_stopped(image_dir, tmp_pat
     assert packed_losses[0] == pytest.approx(full_losses[0], rel=5e-3)
     # then Adam's restarted first moments make the runs drift apart a little (observed 5.7 % on this tiny model)
     assert sum(packed_losses) == pytest.approx(sum(full_losses), rel=0.10)
+
+
+def test_pack_copies_the_records_for_the_repository_and_leaves_the_checkpoint(image_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="hac.cli.train")
+    run_dir, records = tmp_path / "runs" / "r", tmp_path / "training-state" / "r"
+    train(_config(image_dir, run_dir, steps=2))
+    assert main(["pack", str(run_dir), "--out", str(records)]) == 0
+    assert [p.name for p in sorted(records.iterdir())] == ["config.json", "metrics.jsonl", "train.log"]
+    assert (records / "metrics.jsonl").read_bytes() == (run_dir / "metrics.jsonl").read_bytes()
+    assert (run_dir / "checkpoint.pt").is_file()
+    assert f"resume: hac train --resume --run-dir {run_dir}" in caplog.text
+
+
+def test_a_run_folder_in_the_committed_records_is_refused(image_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"is inside training-state/, which is committed: checkpoints go to a run folder outside git"):
+        train(_config(image_dir, tmp_path / "training-state" / "r", steps=1))
+    assert not (tmp_path / "training-state").exists()
 
 
 def test_packing_a_folder_without_a_checkpoint_names_it(tmp_path, caplog):

@@ -1,6 +1,7 @@
 """``python -m hac train``: ``[run] --run-dir DIR --data DIR ...`` trains or resumes a run,
-``export CKPT --quality Q`` exports one, ``pack RUN_DIR --out DIR`` copies a run compactly
-(to commit it and resume it on another machine). Example of a ComDefend run, started from the
+``export CKPT --quality Q`` exports one, ``pack RUN_DIR --out training-state/<run>`` copies a run's
+records into the repository (its checkpoint stays in RUN_DIR, outside git, e.g. ``runs/<run>``;
+``--checkpoint-to DIR`` also writes a compacted copy to carry to another machine). Example of a ComDefend run, started from the
 architecture's defaults::
 
     python -m hac train --architecture comdefend --data ../shared/data/cifar10/train --run-dir RUN
@@ -106,10 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--half", action="store_true",
                      help="store the transforms in float16 (half the file; entropy models stay float32)")
     exp.add_argument("--name", help="file stem instead of the architecture's (e.g. hac-hyperprior-adv-q2)")
-    pack = sub.add_parser("pack", help="copy RUN_DIR's latest checkpoint (float16 weights, bfloat16 Adam second moments) and "
-                                        "its records into OUT, a run folder that --resume continues")
+    pack = sub.add_parser("pack", help="copy RUN_DIR's records (config.json, metrics.jsonl, train.log) into OUT, e.g. "
+                                        "training-state/<run> to commit; the checkpoint stays outside git")
     pack.add_argument("run_dir")
-    pack.add_argument("--out", required=True, help="folder to write (checkpoint.pt, config.json, metrics.jsonl, train.log)")
+    pack.add_argument("--out", required=True, help="folder for the records (e.g. training-state/<run>)")
+    pack.add_argument("--checkpoint-to", metavar="DIR",
+                      help="also write the latest checkpoint, compacted (float16 weights, bfloat16 Adam second moments), "
+                           "with the records into DIR: a run folder outside git that --resume continues")
     return parser
 
 
@@ -132,11 +136,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "pack":
         try:
-            packed = pack_run(args.run_dir, args.out)
+            packed = pack_run(args.run_dir, args.out, args.checkpoint_to)
         except (ValueError, FileNotFoundError) as error:
             logger.error("%s", error)
             return 2
-        logger.info("packed %s -> %s (%.1f MB)", args.run_dir, packed, packed.stat().st_size / 1e6)
+        logger.info("records of %s -> %s (commit these)", args.run_dir, args.out)
+        if packed is not None:
+            logger.info("compacted checkpoint -> %s (%.1f MB; resume: hac train --resume --run-dir %s)",
+                        packed, packed.stat().st_size / 1e6, packed.parent)
+        logger.info("the checkpoint stays in %s, outside git (resume: hac train --resume --run-dir %s)",
+                    Path(args.run_dir) / "checkpoint.pt", args.run_dir)
         return 0
     given = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "max_minutes") and v is not None}
     try:

@@ -196,7 +196,7 @@ def half_precision(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def compact_training_state(ckpt: Mapping) -> dict:
-    """A checkpoint small enough to commit, from which a run resumes on another machine.
+    """A checkpoint small enough to carry, from which a run resumes on another machine.
 
     The model goes through :func:`half_precision`. Of the Adam state, the second moments are kept
     in bfloat16 (float32's range, so they do not underflow) and the first moments are dropped:
@@ -238,18 +238,31 @@ def _restart_dropped_first_moments(optimizer: torch.optim.Optimizer) -> None:
 RUN_RECORDS = ("config.json", "metrics.jsonl", "train.log")
 
 
-def pack_run(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Copy a run folder's latest checkpoint (compacted) and its records into ``out_dir``.
+def pack_run(run_dir: str | Path, out_dir: str | Path, checkpoint_dir: str | Path | None = None) -> Path | None:
+    """Copy a run folder's records (:data:`RUN_RECORDS`) into ``out_dir``, e.g. ``training-state/<run>`` to commit.
 
-    ``out_dir`` is then a run folder itself: ``python -m hac train --resume --run-dir OUT_DIR``
-    (or a copy of it) continues the run. Returns the packed checkpoint's path.
+    The checkpoint stays in ``run_dir`` (outside git). With ``checkpoint_dir``, the latest checkpoint,
+    compacted (:func:`compact_training_state`), and the records are also written there: a run folder of
+    its own that ``python -m hac train --resume --run-dir CHECKPOINT_DIR`` continues, small enough to
+    carry to another machine. Returns the compacted checkpoint's path, or None without ``checkpoint_dir``.
+
+    Raises:
+        FileNotFoundError, CheckpointError: ``run_dir`` holds no readable checkpoint (checked before anything is written).
     """
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    run_dir = Path(run_dir)
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    packed = out_dir / "checkpoint.pt"
+    _copy_records(run_dir, Path(out_dir))
+    if checkpoint_dir is None:
+        return None
+    checkpoint_dir = Path(checkpoint_dir)
+    _copy_records(run_dir, checkpoint_dir)
+    packed = checkpoint_dir / "checkpoint.pt"
     atomic_save(compact_training_state(ckpt), packed)
+    return packed
+
+
+def _copy_records(run_dir: Path, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
     for name in RUN_RECORDS:
         if (run_dir / name).is_file() and (run_dir / name).resolve() != (out_dir / name).resolve():
             shutil.copyfile(run_dir / name, out_dir / name)
-    return packed

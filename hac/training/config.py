@@ -5,11 +5,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 from .architectures import ARCHITECTURES
 
-__all__ = ["TrainConfig", "lr_factor"]
+__all__ = ["TrainConfig", "lr_factor", "RECORDS_FOLDER"]
+
+RECORDS_FOLDER = "training-state"
+"""The repository folder of training runs' records (config, metrics, log); their checkpoints live elsewhere."""
 
 
 @dataclass
@@ -18,7 +22,8 @@ class TrainConfig:
 
     Attributes:
         data: image folder for training (recursive jpg/jpeg/png).
-        run_dir: folder for checkpoints, log and metrics.
+        run_dir: folder for checkpoints, log and metrics, outside git (e.g. ``runs/<run>``; not under
+            ``training-state/``, which holds the records that ``hac train pack`` copies there).
         architecture: key of :data:`~hac.training.architectures.ARCHITECTURES`.
         N, M: channel widths of the CompressAI model.
         lmbda: rate–distortion trade-off λ (loss = λ·255²·MSE + bpp).
@@ -117,6 +122,10 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad value."""
         arch = ARCHITECTURES.get(self.architecture)
+        if RECORDS_FOLDER in Path(self.run_dir).parts:
+            raise ValueError(f"run_dir={self.run_dir} is inside {RECORDS_FOLDER}/, which is committed: checkpoints go to a "
+                             f"run folder outside git (e.g. runs/<run>); copy the run's records with "
+                             f"'hac train pack RUN_DIR --out {RECORDS_FOLDER}/<run>'")
         if self.adversarial and self.purify_against:
             raise ValueError("--adversarial (attacks on the codec) and --purify-against (attacks on a classifier) "
                              "are separate fine-tunes; choose one")

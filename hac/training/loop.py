@@ -1,4 +1,4 @@
-"""The training loop: :func:`train` runs (or resumes) a run in one folder, ``run_dir``::
+"""The training loop: :func:`train` runs (or resumes) a run in one folder, ``run_dir``, outside git (e.g. ``runs/<run>``)::
 
     checkpoint.pt            latest checkpoint (model, both optimizers, LR scheduler, step, RNG, config)
     checkpoint-<step>.pt     snapshots every ``snapshot_every`` steps
@@ -8,7 +8,8 @@
 
 Checkpoints are written every ``checkpoint_every`` steps, at the end, and when
 SIGTERM/SIGINT arrives; ``python -m hac train --resume --run-dir RUN_DIR`` continues
-where the run stopped.
+where the run stopped. ``hac train pack RUN_DIR --out training-state/<run>`` copies the three records
+into the repository; the checkpoints stay in ``run_dir``.
 """
 
 from __future__ import annotations
