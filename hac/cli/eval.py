@@ -12,7 +12,9 @@ from ..evaluation.paired import check_reference, paired_rows, write_paired
 from ..evaluation.plots import make_plots
 from ..evaluation.store import STORE_FILENAME
 
-__all__ = ["add_parser", "run", "format_summary", "format_worst_case", "format_paired"]
+ENGINES = ("process", "ray")
+
+__all__ = ["ENGINES", "add_parser", "run", "format_summary", "format_worst_case", "format_paired"]
 
 _SHOWN_ROWS = 60
 
@@ -34,7 +36,18 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder: rows.jsonl, summary.csv, results.json, plots")
     parser.add_argument("--limit", type=int, help="evaluate a fixed, seeded subset of N images (overrides data.limit)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads of this process, or of each Ray worker "
+                        "(default: torch's choice; with --engine ray, the worker's CPUs)")
+    engine = parser.add_argument_group("distributed (optional: pip install \"hac[ray]\")")
+    engine.add_argument("--engine", choices=ENGINES, default="process",
+                        help="process: this process alone (default); ray: Ray workers compute the units and this "
+                        "process alone writes OUT/ (resumable the same way)")
+    engine.add_argument("--address", help="Ray cluster to join: auto (on a node of a cluster started with `ray start`) "
+                        "or HOST:PORT; default: a local Ray instance sized for --workers")
+    engine.add_argument("--workers", type=int, default=2, help="Ray workers (each loads the classifier and codecs once)")
+    engine.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs Ray reserves per worker (default 1)")
+    engine.add_argument("--gpus-per-worker", type=float, default=0,
+                        help="GPUs per Ray worker (use with --device cuda; default 0)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary table (for scripts)")
     parser.add_argument("--compare-to", metavar="CODEC",
@@ -131,9 +144,16 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config if args.config is not None else args.preset)
     if args.compare_to is not None:
         check_reference(config.cells(), args.compare_to)
+    engine = None
+    if args.engine == "ray":
+        from ..evaluation.ray_engine import RayEngine
+
+        engine = RayEngine(args.address, args.workers, args.cpus_per_worker, args.gpus_per_worker, args.threads)
+    elif args.address is not None or args.gpus_per_worker:
+        raise ValueError("--address and --gpus-per-worker need --engine ray")
     bar = None if args.quiet else _Bar()
     try:
-        results = evaluate(config, args.out, bar, data=args.data, limit=args.limit, device=args.device)
+        results = evaluate(config, args.out, bar, data=args.data, limit=args.limit, device=args.device, engine=engine)
     finally:
         if bar is not None:
             bar.close()

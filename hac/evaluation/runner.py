@@ -33,7 +33,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -52,7 +52,8 @@ from ..defence.purify import Purifier, build_chain
 from .store import STORE_FILENAME, ResultStore, StoreError
 from ..attacks.threats import attacked_model
 
-__all__ = ["evaluate", "Results", "EvalConfig", "load_config", "PRESETS", "make_plots", "ProgressFn", "select_images"]
+__all__ = ["evaluate", "Engine", "InProcessEngine", "Unit", "UnitWork", "UnitRunner", "RecordingSink", "StoreSink",
+           "plan_units", "Results", "EvalConfig", "load_config", "PRESETS", "make_plots", "ProgressFn", "select_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,102 +173,179 @@ def build_codecs(config: EvalConfig, cells: Sequence[Cell], device: str | torch.
     return built
 
 
-class _Run:
-    """One invocation of :func:`evaluate`: works through the pending (cell, batch) units."""
+@dataclass(frozen=True)
+class Unit:
+    """One scheduling unit: the pending cells of one classifier on one batch.
 
-    def __init__(self, config: EvalConfig, cells: list[Cell], dataset: Dataset, batches: list[list[str]],
-                 store: ResultStore, device: str | torch.device, models: Mapping[str, nn.Module],
-                 progress: ProgressFn | None, codecs: BuiltCodecs) -> None:
-        self.config, self.dataset, self.batches, self.store = config, dataset, batches, store
-        self.device, self.models, self.progress = device, models, progress
-        self.cells = [c for c in cells]
-        self.pending = {c.id: [b for b in range(len(batches)) if not store.is_done(c.id, b)] for c in cells}
-        self.skipped_cells: dict[str, str] = {}
-        self.codecs = codecs.chains
-        self.unavailable = codecs.unavailable
-        self.fingerprints = codecs.fingerprints
-        self.done = self.computed = 0
+    Its cells share the batch's clean predictions and purified clean images and, under the
+    oblivious threat model, each attack's adversarial images; so a unit is never split
+    between workers, and the store's (cell, batch) commits are its parts.
+    """
+
+    classifier: str
+    batch: int
+    cells: tuple[str, ...]
+
+
+class RecordingSink:
+    """What a unit writes (commits, unreadable images, skipped cells), kept in order for the driver.
+
+    An engine's worker runs units into one of these and sends :attr:`records` back; the driver
+    :meth:`replay` s them into its :class:`StoreSink`, so only the driver writes the store.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[tuple] = []
+
+    def commit(self, rows: list[dict], commit: dict) -> None:
+        self.records.append(("commit", rows, commit))
+
+    def skip(self, skipped: dict[str, str]) -> None:
+        if skipped:
+            self.records.append(("skip", skipped))
+
+    def skip_cells(self, cell_ids: Sequence[str], reason: str) -> None:
+        self.records.append(("skip_cells", list(cell_ids), reason))
+
+    @staticmethod
+    def replay(records: Sequence[tuple], sink: "StoreSink") -> None:
+        for kind, *args in records:
+            getattr(sink, kind)(*args)
+
+
+class StoreSink:
+    """The driver's end of the units: appends each finished (cell, batch) to the store and reports progress.
+
+    A commit for a (cell, batch) the store already holds (a retried unit whose first result
+    did arrive) is dropped, so no row is ever written twice.
+    """
+
+    def __init__(self, store: ResultStore, cells: Sequence[Cell], batches: int, progress: ProgressFn | None,
+                 skipped_cells: dict[str, str]) -> None:
+        self.store, self.progress, self.batches = store, progress, batches
+        self.cells = {cell.id: cell for cell in cells}
+        self.skipped_cells = skipped_cells
+        self.total = self.done = 0
+        self.attack_calls = 0
+
+    def commit(self, rows: list[dict], commit: dict) -> None:
+        cell, batch = self.cells[commit["cell"]], commit["batch"]
+        if self.store.is_done(cell.id, batch):
+            logger.warning("dropping a second result of cell %s batch %d (a retried unit)", cell.key, batch)
+            return
+        self.store.commit(rows, commit)
+        self.attack_calls += commit.get("attack_calls", 0)
+        self.done += 1
+        if self.progress is not None:
+            label = "undefended" if cell.is_baseline else f"{cell.threat} {cell.codec} x{cell.rounds}"
+            self.progress(self.done, self.total, f"batch {batch + 1}/{self.batches}: {cell.attack} {label}")
+
+    def skip(self, skipped: dict[str, str]) -> None:
+        self.store.skip(skipped)
+
+    def skip_cells(self, cell_ids: Sequence[str], reason: str) -> None:
+        for cell_id in cell_ids:
+            self.skipped_cells[cell_id] = reason
+
+
+@dataclass
+class UnitWork:
+    """Everything needed to compute units, in a form an engine can ship to its workers (picklable).
+
+    Attributes:
+        config, cells, dataset, batches: the run's config, grid, data and batches of image ids.
+        device: where models and tensors live (``"cpu"``, ``"cuda"``).
+        models: already built classifiers by name (else each is built once per runner).
+    """
+
+    config: EvalConfig
+    cells: list[Cell]
+    dataset: Dataset
+    batches: list[list[str]]
+    device: str
+    models: dict[str, nn.Module]
+
+
+class InProcessEngine:
+    """Runs the units one after the other in this process (the default engine)."""
+
+    name = "in-process"
+
+    def run(self, units: Sequence[Unit], work: UnitWork, sink: StoreSink, codecs: BuiltCodecs) -> None:
+        runner = UnitRunner(work, codecs)
+        for unit in units:
+            runner.run(unit, sink)
+
+
+class UnitRunner:
+    """Computes units: each classifier is built once, then each unit writes its commits into a sink.
+
+    Used by the in-process engine and inside every worker of an engine.
+    """
+
+    def __init__(self, work: UnitWork, codecs: BuiltCodecs | None = None) -> None:
+        self.config, self.dataset, self.batches = work.config, work.dataset, work.batches
+        self.device, self.models = work.device, work.models
+        self.cells = {cell.id: cell for cell in work.cells}
+        built = codecs or build_codecs(work.config, work.cells, work.device)
+        self.codecs, self.fingerprints = built.chains, built.fingerprints
+        self._classifiers: dict[str, tuple[nn.Module, nn.Module] | str] = {}
+        self.sink: StoreSink | RecordingSink = RecordingSink()
         # shared work (seconds, codec passes, reused fixed-point predictions), booked on the next commit
         self.carry, self.carry_passes, self.carry_fixed = 0.0, 0, 0
-        self.total_units = 0
         self.cpu_mark = time.process_time()  # CPU time (all threads of this process) since the last commit
-        self.calls = {"attack_calls": 0, "codec_passes": 0}
 
-    # ------------------------------------------------------------ bookkeeping
+    def _classifier(self, name: str) -> tuple[nn.Module, nn.Module] | str:
+        """(classifier, the network attacked and scored), or why the classifier is unavailable."""
+        if name not in self._classifiers:
+            try:
+                classifier = self.models[name] if name in self.models else create_classifier(name, device=self.device)
+            except MissingWeightsError as error:
+                self._classifiers[name] = f"classifier {name} unavailable: {str(error).splitlines()[0]}"
+            else:
+                classifier.eval()
+                net: nn.Module = classifier
+                if self.config.data.restrict_classes:
+                    net = ClassSubset(classifier, self.dataset.class_indices).to(self.device).eval()
+                self._classifiers[name] = (classifier, net)
+        return self._classifiers[name]
 
-    def _skip(self, cells: Sequence[Cell], reason: str) -> None:
-        for cell in cells:
-            self.skipped_cells[cell.id] = reason
-            self.pending[cell.id] = []
-
-    @property
-    def total(self) -> int:
-        return sum(len(batches) for batches in self.pending.values())
+    def run(self, unit: Unit, sink: StoreSink | RecordingSink) -> None:
+        """Compute one unit, writing its (cell, batch) commits into ``sink`` as each is done."""
+        self.sink = sink
+        loaded = self._classifier(unit.classifier)
+        if isinstance(loaded, str):
+            sink.skip_cells(unit.cells, loaded)
+            return
+        self._batch(*loaded, unit.batch, [self.cells[cell_id] for cell_id in unit.cells])
 
     def _commit(self, cell: Cell, batch: int, rows: list[dict], seeds: dict, started: float, attack_calls: int = 0,
                 codec_passes: int = 0, fixed_points: int = 0, warning: str | None = None) -> None:
-        """Append one finished (cell, batch) unit to the store; shared work done since the last commit is booked here."""
+        """Hand one finished (cell, batch) to the sink; shared work done since the last commit is booked here."""
         seconds = time.perf_counter() - started + self.carry
         cpu = time.process_time() - self.cpu_mark
         codec_passes += self.carry_passes
         fixed_points += self.carry_fixed
         self.carry, self.carry_passes, self.carry_fixed = 0.0, 0, 0
-        self.calls["attack_calls"] += attack_calls
-        self.calls["codec_passes"] += codec_passes
         commit = {"cell": cell.id, "batch": batch, "n": len(rows), **seeds, "seconds": round(seconds, 4), "cpu_seconds": round(cpu, 4),
                   "attack_calls": attack_calls, "codec_passes": codec_passes, "fixed_points": fixed_points}
         if cell.codec in self.fingerprints:
             commit["weights"] = self.fingerprints[cell.codec]
         if warning:
             commit["warning"] = warning
-        self.store.commit([{"cell": cell.id, "batch": batch, **row} for row in rows], commit)
+        self.sink.commit([{"cell": cell.id, "batch": batch, **row} for row in rows], commit)
         self.cpu_mark = time.process_time()
-        self.done += 1
-        self.computed += 1
-        if self.progress is not None:
-            label = "undefended" if cell.is_baseline else f"{cell.threat} {cell.codec} x{cell.rounds}"
-            self.progress(self.done, self.total_units, f"batch {batch + 1}/{len(self.batches)}: {cell.attack} {label}")
 
     def _seed(self, unit: str, batch: int) -> int:
         seed = unit_seed(self.config.seed, unit, batch)
         torch.manual_seed(seed)
         return seed
 
-    # ------------------------------------------------------------ the loop
-
-    def run(self) -> None:
-        for chain, reason in self.unavailable.items():  # finished cells stand without their weights
-            cells = [c for c in self.cells if c.codec == chain]
-            if any(self.pending[c.id] for c in cells):
-                self._skip(cells, reason)
-        self.total_units = self.total
-        if self.progress is not None:
-            self.progress(0, self.total_units, f"{self.total_units} units to compute ({len(self.batches)} batches)")
-        if not self.total_units:
-            return
-        for name in dict.fromkeys(c.classifier for c in self.cells):
-            todo = [c for c in self.cells if c.classifier == name and self.pending[c.id]]
-            if not todo:
-                continue
-            try:
-                classifier = self.models[name] if name in self.models else create_classifier(name, device=self.device)
-            except MissingWeightsError as error:
-                self._skip(todo, f"classifier {name} unavailable: {str(error).splitlines()[0]}")
-                continue
-            classifier.eval()
-            net: nn.Module = classifier
-            if self.config.data.restrict_classes:
-                net = ClassSubset(classifier, self.dataset.class_indices).to(self.device).eval()
-            for b in range(len(self.batches)):
-                cells = [c for c in todo if b in self.pending[c.id]]
-                if cells:
-                    self._batch(classifier, net, b, cells)
-
     def _batch(self, classifier: nn.Module, net: nn.Module, b: int, cells: list[Cell]) -> None:
         started = time.perf_counter()
         self.cpu_mark = time.process_time()
         batch = load_batch(self.dataset, self.batches[b], classifier.fit, self.device)
-        self.store.skip(batch.skipped)
+        self.sink.skip(batch.skipped)
         if not batch.ids:
             for cell in cells:
                 self._commit(cell, b, [], {}, time.perf_counter())
@@ -382,6 +460,35 @@ class _Run:
         self._commit(cell, b, rows, {"seed": seed}, started, attack_calls=1, codec_passes=cell.rounds, warning=warning)
 
 
+def plan_units(cells: Sequence[Cell], batches: int, store: ResultStore, unavailable: Mapping[str, str],
+               skipped_cells: dict[str, str]) -> list[Unit]:
+    """The units still to compute, classifier by classifier and batch by batch.
+
+    Cells of a codec chain that cannot be built are recorded in ``skipped_cells`` (finished
+    ones stand without their weights) and left out.
+    """
+    for chain, reason in unavailable.items():
+        chain_cells = [c for c in cells if c.codec == chain]
+        if any(not store.is_done(c.id, b) for c in chain_cells for b in range(batches)):
+            skipped_cells.update((c.id, reason) for c in chain_cells)
+    units = []
+    for name in dict.fromkeys(c.classifier for c in cells):
+        for b in range(batches):
+            pending = tuple(c.id for c in cells if c.classifier == name and c.id not in skipped_cells
+                            and not store.is_done(c.id, b))
+            if pending:
+                units.append(Unit(name, b, pending))
+    return units
+
+
+class Engine(Protocol):
+    """Computes units somewhere and hands their records to the driver's sink (see :class:`InProcessEngine`)."""
+
+    name: str
+
+    def run(self, units: Sequence[Unit], work: UnitWork, sink: StoreSink, codecs: BuiltCodecs) -> None: ...
+
+
 def evaluate(
     config: str | Path | Mapping | EvalConfig,
     out_dir: str | Path | None = None,
@@ -391,6 +498,7 @@ def evaluate(
     limit: int | None = None,
     device: str | torch.device = "cpu",
     models: Mapping[str, nn.Module] | None = None,
+    engine: "Engine | None" = None,
 ) -> Results:
     """Evaluate every cell of ``config`` on its images; resumable through ``out_dir``.
 
@@ -404,6 +512,8 @@ def evaluate(
         limit: number of images, overriding the config's ``data.limit``.
         device: where models and images live.
         models: already built classifiers by name (else built with :func:`create_classifier`).
+        engine: what computes the units (:class:`InProcessEngine` by default; e.g.
+            :class:`hac.evaluation.ray_engine.RayEngine`). Only this process writes the store.
 
     Returns:
         :class:`Results` (call :meth:`Results.write` and :func:`make_plots` to save files).
@@ -425,16 +535,24 @@ def evaluate(
     header = {"config": config.to_dict(), "cells": {cell.id: cell.key for cell in cells}, "image_ids": ids}
     with ResultStore(path, digest, header) as store:
         check_codec_weights(store, cells, fingerprints)
-        run = _Run(config, cells, dataset, batches, store, device, dict(models or {}), progress, codecs)
-        reused = sum(len(batches) - len(p) for p in run.pending.values())
+        skipped_cells: dict[str, str] = {}
+        units = plan_units(cells, len(batches), store, codecs.unavailable, skipped_cells)
+        reused = len(store.commits)
         logger.info("%s: %d cells x %d batches (%d images); %d units already in the store",
                     config.name, len(cells), len(batches), len(ids), reused)
-        run.run()
+        sink = StoreSink(store, cells, len(batches), progress, skipped_cells)
+        sink.total = sum(len(unit.cells) for unit in units)
+        if progress is not None:
+            progress(0, sink.total, f"{sink.total} units to compute ({len(batches)} batches)")
+        if units:
+            work = UnitWork(config, cells, dataset, batches, str(device), dict(models or {}))
+            (engine or InProcessEngine()).run(units, work, sink, codecs)
         return Results(
             config=config, cells=cells, records=list(store.rows), commits=dict(store.commits), image_ids=ids,
-            skipped_images=dict(store.skipped), skipped_cells=run.skipped_cells, dataset=dataset.describe(),
-            run={"wall_seconds": round(time.perf_counter() - started, 3), "units_computed": run.computed,
+            skipped_images=dict(store.skipped), skipped_cells=skipped_cells, dataset=dataset.describe(),
+            run={"wall_seconds": round(time.perf_counter() - started, 3), "units_computed": sink.done,
                  "units_reused_from_store": reused, "store_repaired_bytes": store.repaired_bytes,
                  "batches": len(batches), "images_per_batch": config.batch_size, "torch_threads": torch.get_num_threads(),
-                 "this_run_attack_calls": run.calls["attack_calls"], "codec_weights": fingerprints},
+                 "this_run_attack_calls": sink.attack_calls, "codec_weights": fingerprints,
+                 "engine": getattr(engine, "name", "in-process")},
         )
