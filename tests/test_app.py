@@ -282,3 +282,20 @@ def test_building_the_demo_loads_no_model():
     public = sorted(fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public")
     assert public == ["attack", "batch", "batch_preset", "codec_attack"]
     assert demo._queue.max_size is not None and demo._queue.default_concurrency_limit >= 1
+
+
+def test_batch_tab_hub_subsets_offline_and_gated(monkeypatch, files):
+    from hac.app.batch import _dataset_path
+    from hac.app.files import GATED_SUBSETS, HUB_SUBSETS, hub_subsets
+
+    monkeypatch.setenv("HF_TOKEN", "")
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    assert hub_subsets() == [label for label in HUB_SUBSETS if label not in GATED_SUBSETS]
+    with pytest.raises(ValueError, match="streamed from the Hub, and this server is offline"):
+        _dataset_path(files, hub_subsets()[0])
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(ValueError, match="is gated: log in with `hf auth login`"):
+        _dataset_path(files, GATED_SUBSETS[0])
+    assert _dataset_path(files, hub_subsets()[0]) == "hf://datasets/frgfm/imagenette/320px?split=validation"
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: "hf_token")
+    assert GATED_SUBSETS[0] in hub_subsets()

@@ -6,6 +6,7 @@ Screenshots land in ``artifacts/screenshots/`` as test artefacts.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hac.app.serving import free_port, start_app, stop, wait_until_served
+from hub_layout import SYNSETS, write_hub_dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -34,7 +36,11 @@ def app_url(tmp_path_factory):
     """``python app.py`` as a user starts it, on a free port given through GRADIO_SERVER_PORT."""
     port = free_port()
     log = tmp_path_factory.mktemp("app") / "app.log"
-    with open(log, "wb") as out:
+    data_root = tmp_path_factory.mktemp("data-root")
+    if importlib.util.find_spec("datasets") is not None:  # a dataset in the Hub's parquet layout, offered by the batch tab
+        write_hub_dataset(data_root / "tiny-hub", SYNSETS, [0, 1, 2, 1, 0, 2], size=(64, 64))
+    with open(log, "wb") as out, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HAC_DATA_ROOT", str(data_root))
         process = start_app(port, out)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -165,3 +171,15 @@ def test_about_tab_explains_the_threat_models(page):
     for words in ("Oblivious", "BPDA", "Straight-through", "EOT", "Human Aligned Compression for Robust Models"):
         assert words in text
     page.screenshot(path=str(SCREENSHOTS / "about-tab.png"), full_page=True)
+
+
+def test_batch_tab_runs_a_hub_layout_dataset(page):
+    pytest.importorskip("datasets")
+    page.get_by_role("tab", name="Batch evaluation").click()
+    page.locator("#batch-dataset input").click()
+    page.get_by_role("option", name="tiny-hub").click()
+    page.get_by_label(re.compile(r"^Images")).fill("3")  # the first 3 rows of the parquet split
+    page.locator("#run-batch").click()
+    page.wait_for_function("() => document.querySelector('#batch-status')?.innerText.includes('on 3 images')")
+    _wait_for_rows(page, "#batch-summary", 3)
+    page.screenshot(path=str(SCREENSHOTS / "batch-tab-hub-dataset.png"), full_page=True)

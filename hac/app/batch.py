@@ -19,7 +19,8 @@ from ..attacks.classifier_attacks import ATTACKS
 from ..core.specs import ComponentSpec, format_spec, parse_spec
 from ..attacks.threats import check_threat
 from .cache import ModelCache
-from .files import RunFiles, resolve_data_folder
+from ..evaluation.datasets import hub_offline
+from .files import HUB_SUBSETS, RunFiles, hub_subsets, resolve_data_folder
 from .handlers import user_error, user_errors
 
 __all__ = [
@@ -180,13 +181,25 @@ def _config_from_fields(preset: str, fields: BatchFields) -> dict:
     return {**raw, "attacks": attacks, "codecs": codecs, "rounds": rounds, "threats": threats}
 
 
-def _dataset_path(files: RunFiles, dataset: str) -> Path:
+def _dataset_path(files: RunFiles, dataset: str) -> Path | str:
+    """The sample's folder, a Hub subset's ``hf://`` URL, or a folder under ``$HAC_DATA_ROOT``.
+
+    Raises:
+        ValueError: a Hub subset while offline, or one not offered here (no token for a gated one).
+    """
     if dataset == SAMPLE_DATASET:
         return files.sample_dataset()
+    if dataset in HUB_SUBSETS:
+        if hub_offline():
+            raise ValueError(f"{dataset} is streamed from the Hub, and this server is offline (HF_HUB_OFFLINE is set); "
+                             "choose the bundled sample or a local folder")
+        if dataset not in hub_subsets():
+            raise ValueError(f"{dataset} is gated: log in with `hf auth login` (or set HF_TOKEN) after accepting its terms")
+        return HUB_SUBSETS[dataset]
     return resolve_data_folder(dataset)
 
 
-def _check_size(evaluate, config, data: Path, limit: int | None) -> int:
+def _check_size(evaluate, config, data: Path | str, limit: int | None) -> int:
     """The number of images; refuses grids over :data:`MAX_BATCH_IMAGES` / :data:`MAX_BATCH_WORK`."""
     cells = [cell for cell in config.cells() if not cell.is_baseline]
     _, ids = evaluate.select_images(config.with_data(path=str(data), limit=limit))
@@ -229,7 +242,9 @@ def run_batch(
 
     Args:
         cache, files: the app's shared model cache (its classifiers are reused) and scratch folder.
-        dataset: :data:`SAMPLE_DATASET` or a folder name under ``$HAC_DATA_ROOT``.
+        dataset: :data:`SAMPLE_DATASET`, a Hub subset (:data:`hac.app.files.HUB_SUBSETS`; the first ``limit``
+            rows, at most :data:`MAX_BATCH_IMAGES`) or a folder name under ``$HAC_DATA_ROOT`` (ImageNet layout
+            or the Hub's parquet layout).
         preset: a key of :data:`hac.evaluation.runner.PRESETS`.
         limit: images to use (0 or ``None``: the preset's).
         attacks, eps, codecs, rounds, threats: the tab's fields (see :class:`BatchFields`).
@@ -256,6 +271,8 @@ def run_batch(
             check_reference(config.cells(), compare_to)
         data = _dataset_path(files, dataset)
         limit = int(limit) if limit else None
+        if isinstance(data, str) and not (limit or config.data.limit):  # a Hub split: never all of it
+            limit = MAX_BATCH_IMAGES
         images = _check_size(evaluate, config, data, limit)
         classifiers = {name for block in config.blocks for name in block.classifiers}
         models = {name: cache.classifier(name) for name in sorted(classifiers)}

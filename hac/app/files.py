@@ -25,6 +25,9 @@ __all__ = [
     "data_root",
     "data_folders",
     "resolve_data_folder",
+    "HUB_SUBSETS",
+    "GATED_SUBSETS",
+    "hub_subsets",
 ]
 
 EXAMPLE_PHOTOS = {
@@ -38,6 +41,23 @@ EXAMPLE_PHOTOS = {
 
 DATA_ROOT_ENV = "HAC_DATA_ROOT"
 """Environment variable naming the one folder whose ImageNet-layout subfolders the batch tab may read."""
+
+
+HUB_SUBSETS = {
+    # dropdown label -> the Hub dataset it streams (hac.evaluation.datasets.HubSource)
+    "Imagenette validation (Hub, 3,925 images)": "hf://datasets/frgfm/imagenette/320px?split=validation",
+    "ImageNet-1k validation (Hub, 50,000 images, gated)": "hf://datasets/ILSVRC/imagenet-1k?split=validation",
+}
+GATED_SUBSETS = ("ImageNet-1k validation (Hub, 50,000 images, gated)",)
+"""Offered only where a Hub token is set (``hf auth login`` or ``HF_TOKEN``); access still needs the terms accepted."""
+
+
+def hub_subsets() -> list[str]:
+    """The Hub subsets the batch tab offers: Imagenette, and ImageNet-1k where a token is set."""
+    from huggingface_hub import get_token
+
+    has_token = get_token() is not None
+    return [label for label in HUB_SUBSETS if has_token or label not in GATED_SUBSETS]
 
 
 def example_dir() -> Path:

@@ -21,7 +21,8 @@ from . import codec_attack
 from . import handlers
 from .about import ABOUT_MARKDOWN
 from .cache import ModelCache
-from .files import DATA_ROOT_ENV, RunFiles, data_folders, example_paths
+from ..evaluation.datasets import hub_offline
+from .files import DATA_ROOT_ENV, RunFiles, data_folders, example_paths, hub_subsets
 
 __all__ = ["build_demo", "launch_kwargs", "ImageUpload", "QUEUE_MAX_SIZE", "CONCURRENCY_LIMIT", "MAX_FILE_SIZE"]
 
@@ -206,19 +207,22 @@ def _codec_attack_tab(cache: ModelCache, files: RunFiles) -> None:
 
 def _batch_tab(cache: ModelCache, files: RunFiles) -> None:
     presets = batch.batch_presets()
-    folders = data_folders()
+    folders, subsets = data_folders(), hub_subsets()
     gr.Markdown(
         "Evaluate a whole grid — attacks × budgets × codecs × rounds × threat models — on a folder of images "
-        "(ImageNet layout: one folder per synset). The bundled sample has five photos; "
-        + (f"the other datasets are the folders under `{DATA_ROOT_ENV}`." if folders
+        "(ImageNet layout: one folder per synset) or a subset streamed from the Hub (the first 'Images' rows). "
+        "The bundled sample has five photos; "
+        + (f"the folders under `{DATA_ROOT_ENV}` are offered too." if folders
            else f"set `{DATA_ROOT_ENV}` to offer your own folders.")
+        + (" **This server is offline: the Hub subsets cannot be streamed.**" if hub_offline() else "")
     )
     if not presets:
         gr.Markdown("**⚠** The batch evaluation (`hac.evaluation.runner`) is not available in this installation.")
     start = batch.preset_fields(presets[0]) if presets else batch.BatchFields(0, "", "", "", "", ["oblivious"])
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
-            dataset = gr.Dropdown([batch.SAMPLE_DATASET, *folders], value=batch.SAMPLE_DATASET, label="Dataset")
+            dataset = gr.Dropdown([batch.SAMPLE_DATASET, *subsets, *folders], value=batch.SAMPLE_DATASET, label="Dataset",
+                                  elem_id="batch-dataset")
             preset = gr.Dropdown(presets, value=presets[0] if presets else None, label="Preset", elem_id="preset")
             about = gr.Markdown(batch.preset_description(presets[0]) if presets else "")
             limit = gr.Number(start.limit, precision=0, minimum=0, maximum=batch.MAX_BATCH_IMAGES,

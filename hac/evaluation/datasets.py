@@ -45,6 +45,7 @@ __all__ = [
     "HubSource",
     "HUB_PREFIX",
     "is_hub_folder",
+    "hub_offline",
     "DatasetUnavailableError",
     "ClassSubset",
     "open_dataset",
@@ -265,15 +266,19 @@ class HubSource:
         return None if limit is None else range(limit)
 
 
+def hub_offline() -> bool:
+    """Whether Hub access is switched off here (``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE``)."""
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
 def _gated_or_offline(source: HubSource, error: Exception) -> str:
     """Why a Hub dataset could not be opened, and the fix."""
-    from huggingface_hub import constants
-
     text = str(error)
     if "gated" in text.lower() or "authenticat" in text.lower():
         return (f"the Hub dataset {source.repo!r} is gated: accept its terms on https://huggingface.co/datasets/"
                 f"{source.repo}, then log in with `hf auth login` (or set HF_TOKEN to a read token) and retry")
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
+    if hub_offline():
         return (f"the Hub dataset {source.repo!r} cannot be streamed offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE "
                 "is set); go online, or use an ImageNet-layout folder or a Hub-layout folder on disk")
     return (f"could not stream the Hub dataset {source.repo!r} (config {source.config!r}, split {source.split!r}): "
