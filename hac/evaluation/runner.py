@@ -547,8 +547,10 @@ def evaluate(
         if units:
             work = UnitWork(config, cells, dataset, batches, str(device), dict(models or {}))
             (engine or InProcessEngine()).run(units, work, sink, codecs)
+        # in batch order, whatever order the units finished in (an engine's workers), so sums add up alike
         return Results(
-            config=config, cells=cells, records=list(store.rows), commits=dict(store.commits), image_ids=ids,
+            config=config, cells=cells, records=sorted(store.rows, key=lambda row: row["batch"]),
+            commits=dict(store.commits), image_ids=ids,
             skipped_images=dict(store.skipped), skipped_cells=skipped_cells, dataset=dataset.describe(),
             run={"wall_seconds": round(time.perf_counter() - started, 3), "units_computed": sink.done,
                  "units_reused_from_store": reused, "store_repaired_bytes": store.repaired_bytes,
