@@ -10,7 +10,7 @@ from hac.attacks.diagnostics import gradient_health
 from hac.core.images import to_8bit
 from hac.defence.pipeline import attack_and_purify
 from hac.defence.purify import Purifier
-from hac.attacks.threats import THREAT_MODELS, attacked_model
+from hac.attacks.threats import ThreatModel, attacked_model
 
 EPS = 4 / 255
 
@@ -149,4 +149,4 @@ def test_unknown_threat(classifier):
 
 def test_registry_has_the_promised_attacks():
     assert {"fgsm", "bim", "pgd", "pgd-l2", "cw", "deepfool", "apgd", "autoattack", "square"} <= set(attack_names())
-    assert THREAT_MODELS == ("oblivious", "bpda", "straight-through", "eot")
+    assert ThreatModel.values() == ("oblivious", "bpda", "straight-through", "eot")

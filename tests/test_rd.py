@@ -16,7 +16,8 @@ from hac.cli import main
 from hac.codecs import create_codec
 from hac.core.images import load_image
 from hac.rd.bjontegaard import bd_quality, bd_rate
-from hac.rd.sweep import DEFAULT_SWEEPS, RDPoint, compare_curves, evaluate_rd, plan_sweeps
+from hac.codecs import codec_info
+from hac.rd.sweep import RDPoint, compare_curves, evaluate_rd, plan_sweeps
 
 RATES = np.array([0.15, 0.3, 0.55, 0.9, 1.6])
 PSNRS = np.array([25.0, 28.2, 30.6, 32.5, 35.9])
@@ -100,7 +101,7 @@ def test_sweeps_expand_ranges_defaults_and_merge_curves():
     points, skipped = plan_sweeps(["jpeg:q=10..30/10", "jpeg:q=20", "jpeg:q=50,subsampling=0", "webp"])
     assert [str(p.spec) for p in points[:3]] == ["jpeg:q=10", "jpeg:q=20", "jpeg:q=30"]  # q=20 given twice, kept once
     assert points[3].curve == "jpeg:subsampling=0" and points[3].quality == 50
-    assert [p.quality for p in points[4:]] == list(DEFAULT_SWEEPS["webp"])
+    assert [p.quality for p in points[4:]] == list(codec_info("webp").sweep)
     assert skipped == []
     assert [p.quality for p in plan_sweeps(["jpeg:q=5..20"])[0]] == [5, 10, 15, 20]
 

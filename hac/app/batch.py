@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..attacks.classifier_attacks import ATTACKS
 from ..core.specs import ComponentSpec, format_spec, parse_spec
-from ..attacks.threats import check_threat
+from ..attacks.threats import ThreatModel
 from .cache import ModelCache
 from ..evaluation.datasets import hub_offline
 from .files import HUB_SUBSETS, RunFiles, hub_subsets, resolve_data_folder
@@ -118,7 +118,7 @@ def preset_fields(preset: str) -> BatchFields:
         eps=", ".join(_number(value) for value in eps),
         codecs="; ".join(codec.chain for codec in top.codecs),
         rounds=", ".join(str(r) for r in top.rounds),
-        threats=list(top.threats),
+        threats=[threat.value for threat in top.threats],
     )
 
 
@@ -177,7 +177,7 @@ def _config_from_fields(preset: str, fields: BatchFields) -> dict:
     if not codecs:
         raise ValueError("give at least one codec chain, e.g. 'jpeg:q=25' or 'jpeg:q=50+webp:q=80'")
     rounds = _numbers("rounds", fields.rounds, int) or [1]
-    threats = [check_threat(threat) for threat in fields.threats] or ["oblivious"]
+    threats = [ThreatModel(threat) for threat in fields.threats] or [ThreatModel.OBLIVIOUS]
     return {**raw, "attacks": attacks, "codecs": codecs, "rounds": rounds, "threats": threats}
 
 

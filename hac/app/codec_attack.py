@@ -15,9 +15,8 @@ from typing import NamedTuple
 
 import torch
 
-from ..attacks.codec_attacks import CodecAttackResult, CodecAttackSettings, check_objective, evaluate_codec_attack, measure
-from ..codecs import codec_names
-from ..codecs.factory import codec_class
+from ..attacks.codec_attacks import CodecAttackResult, CodecAttackSettings, Objective, check_objective, evaluate_codec_attack, measure
+from ..codecs import codec_info, codec_names
 from ..core.images import load_image, perturbation_image, resize_and_center_crop, save_png
 from . import handlers
 from .cache import ModelCache
@@ -47,7 +46,7 @@ NOISE_SEED = 0
 
 def attackable_codecs() -> list[str]:
     """Codecs with a differentiable stand-in, which gradient attacks can target (WebP has none)."""
-    return [name for name in codec_names() if codec_class(name).has_surrogate()]
+    return [name for name in codec_names() if codec_info(name).surrogate]
 
 
 def codec_attack_choices() -> list[tuple[str, str]]:
@@ -118,7 +117,7 @@ def run_codec_attack(
     image: str | Path | None,
     codec: str = "jpeg",
     quality: int = 25,
-    objective: str = "distortion",
+    objective: Objective | str = Objective.DISTORTION,
     eps_255: float = 4,
     steps: int = 10,
 ) -> CodecAttackOutputs:
@@ -148,10 +147,11 @@ def run_codec_attack(
         raise handlers.user_error("Upload an image or pick one of the examples first.", "No image")
     with handlers.user_errors():
         _check_codec(codec)
+        objective = Objective(objective)
         spec = handlers.codec_spec(codec, quality)
         steps = handlers.int_setting("steps", steps, 1, MAX_STEPS)
         # from zero alone, PGD misses the brightness shift that any faithful codec passes on
-        starts = ("zero", "shift") if objective == "distortion" else ("zero",)
+        starts = ("zero", "shift") if objective is Objective.DISTORTION else ("zero",)
         settings = CodecAttackSettings(objective, _eps(eps_255), "pgd", steps, starts=starts)
         x = load_image(image, max_pixels=handlers.APP_MAX_PIXELS)[None]
         (model,) = cache.chain(spec)

@@ -12,7 +12,6 @@ the tensor the library produced.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
@@ -22,13 +21,13 @@ import torch
 
 from ..attacks.classifier_attacks import ATTACKS
 from ..models.classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER, classifier_names
-from ..codecs import codec_names
-from ..codecs.factory import codec_factory
+from ..codecs import codec_info, codec_names
+from ..codecs.info import Quality
 from ..core.specs import ComponentSpec, format_spec
-from ..hub import MissingWeightsError, UnsafeWeightsError, WeightSpec, resolve_weights, weights_available
+from ..hub import MissingWeightsError, UnsafeWeightsError, resolve_weights, weights_available
 from ..core.images import ImageError, load_image, perturbation_image, save_png
 from ..defence.pipeline import DefenceReport, attack_and_purify
-from ..attacks.threats import check_threat
+from ..attacks.threats import ThreatModel
 from .cache import ModelCache
 from .files import RunFiles
 
@@ -39,6 +38,7 @@ __all__ = [
     "ROUND_COLUMNS",
     "MAX_STEPS",
     "APP_MAX_ROUNDS",
+    "MAX_SLIDER_QUALITY",
     "UNAVAILABLE",
     "AttackOutputs",
     "classifier_choices",
@@ -46,6 +46,7 @@ __all__ = [
     "codec_quality_range",
     "check_classifier",
     "quality_for_codec",
+    "quality_info",
     "int_setting",
     "attack_spec",
     "codec_spec",
@@ -62,7 +63,8 @@ UNAVAILABLE = "weights not downloaded"
 ROUND_COLUMNS = ("round", "bpp (adversarial in)", "PSNR vs adversarial (dB)", "bpp (clean in)", "PSNR vs clean (dB)")
 """Columns of the per-round table: PSNR is against the purifier's input (adversarial or clean image)."""
 
-_CLASSICAL_QUALITY = {"jpeg": (1, 95, 25), "webp": (1, 100, 80)}
+MAX_SLIDER_QUALITY = 100
+"""Largest value the quality slider passes for codecs whose slider shows ``q`` itself (the codec checks its own range)."""
 
 
 def user_error(message: str, title: str) -> gr.Error:
@@ -104,83 +106,47 @@ def classifier_choices() -> list[tuple[str, str]]:
     return [(name if _classifier_missing(name) is None else f"{name} ({UNAVAILABLE})", name) for name in classifier_names()]
 
 
-def _codec_weights(codec: str) -> dict[int | str | None, WeightSpec]:
-    """The weights ``codec`` loads, by quality (key ``None``: the codec has no quality); empty: it needs none."""
-    from ..codecs import comdefend
-    from ..codecs.elic import codec as elic
-    from ..codecs.hific import codec as hific
-    from ..codecs.compressai.zoo import ARCHITECTURES
-
-    if codec in ARCHITECTURES:
-        architecture = ARCHITECTURES[codec]
-        return {q: architecture.spec(q, architecture.metrics[0]) for q in architecture.qualities}
-    if codec == "comdefend":
-        return {None: comdefend.PRETRAINED["official"]}
-    return dict({"elic": elic.SPECS, "hific": hific.SPECS}.get(codec, {}))
+def _qualities_here(codec: str) -> list[Quality | None]:
+    """The qualities whose weights are on this machine (``[None]`` for a codec without weights)."""
+    weights = codec_info(codec).weights
+    if not weights:
+        return [None]
+    return [q for q, spec in weights.items() if weights_available(spec) is not None]
 
 
-def _has_quality(codec: str) -> bool:
-    return "q" in inspect.signature(codec_factory(codec)).parameters
-
-
-def _listed_qualities(codec: str) -> list[int | str] | None:
-    """The qualities that the slider's positions 1, 2, ... stand for, when they are not a run of integers
-    (ELIC's λ·1000, HiFiC's low/med/high); ``None`` when the slider shows ``q`` itself."""
-    qualities = [q for q in _codec_weights(codec) if q is not None]
-    if not qualities:
-        return None
-    first = qualities[0]
-    if all(isinstance(q, int) for q in qualities) and qualities == list(range(first, first + len(qualities))):
-        return None
-    return qualities
-
-
-def _listed_default(codec: str, listed: list[int | str]) -> int | str:
-    """Where a listed-quality slider starts: the first quality whose weights are here, else the codec's own default."""
+def _start_quality(codec: str) -> Quality:
+    """Where the slider starts: the first quality whose weights are here, else the codec's declared start."""
     here = [q for q in _qualities_here(codec) if q is not None]
-    if here:
-        return here[0]
-    default = inspect.signature(codec_factory(codec)).parameters["q"].default
-    return default if default in listed else listed[len(listed) // 2]
+    return here[0] if here else codec_info(codec).initial_quality
 
 
 def codec_quality_range(codec: str) -> tuple[int, int, int] | None:
     """(lowest, highest, default) slider value of a codec's quality, or ``None`` if it has no quality setting.
 
     The slider shows ``q`` itself, except for codecs whose qualities are a list rather than a run of
-    integers: then it shows the position in :func:`_listed_qualities` (1 = the first).
+    integers (:attr:`hac.codecs.CodecInfo.listed`): then it shows the position in that list (1 = the first).
     """
-    if codec in _CLASSICAL_QUALITY:
-        return _CLASSICAL_QUALITY[codec]
-    if not _has_quality(codec):
+    info = codec_info(codec)
+    if not info.has_quality:
         return None
-    listed = _listed_qualities(codec)
-    if listed is not None:
-        return 1, len(listed), listed.index(_listed_default(codec, listed)) + 1
-    qualities = sorted(q for q in _codec_weights(codec) if q is not None) or list(range(1, 101))
-    here = _qualities_here(codec)
-    return qualities[0], qualities[-1], here[0] if here else qualities[len(qualities) // 2]
+    qualities = list(info.qualities)
+    start = _start_quality(codec)
+    if info.listed:
+        return 1, len(qualities), qualities.index(start) + 1
+    return min(qualities), max(qualities), start
 
 
-def _quality_at(codec: str, value: int) -> int | str:
+def _quality_at(codec: str, value: int) -> Quality:
     """The codec's quality ``q`` for the slider value ``value`` (see :func:`codec_quality_range`)."""
-    listed = _listed_qualities(codec)
-    if listed is None:
-        return int_setting("quality", value, 1, 100)
-    return listed[int_setting("quality", value, 1, len(listed)) - 1]
+    info = codec_info(codec)
+    if not info.listed:
+        return int_setting("quality", value, 1, MAX_SLIDER_QUALITY)
+    return info.qualities[int_setting("quality", value, 1, len(info.qualities)) - 1]
 
 
-def _qualities_here(codec: str) -> list[int | None]:
-    """The qualities whose weights are on this machine (``[None]`` for a codec without quality or weights)."""
-    weights = _codec_weights(codec)
-    if not weights:
-        return [None]
-    return [q for q, spec in weights.items() if weights_available(spec) is not None]
-
-
-def _codec_missing(codec: str, q: int | None = None) -> str | None:
+def _codec_missing(codec: str, q: Quality | None = None) -> str | None:
     """``None`` if ``codec`` (at quality ``q``, or at some quality) can run here, else how to get its weights."""
-    weights = _codec_weights(codec)
+    weights = codec_info(codec).weights
     if not weights:
         return None
     if q in weights and q is not None:
@@ -190,8 +156,7 @@ def _codec_missing(codec: str, q: int | None = None) -> str | None:
     else:
         if _qualities_here(codec):
             return None
-        span = codec_quality_range(codec)
-        spec = weights.get(_quality_at(codec, span[2]) if span else None) or next(iter(weights.values()))
+        spec = weights.get(_start_quality(codec) if codec_info(codec).has_quality else None) or next(iter(weights.values()))
     try:
         resolve_weights(spec, allow_download=False)
     except MissingWeightsError as error:
@@ -200,8 +165,9 @@ def _codec_missing(codec: str, q: int | None = None) -> str | None:
 
 
 def codec_choices() -> list[tuple[str, str]]:
-    """(label, name) per codec, classical first; codecs with no weights on this machine are labelled so."""
-    names = sorted(codec_names(), key=lambda name: (name not in _CLASSICAL_QUALITY, name))
+    """(label, name) per codec, those that need no weights (the classical ones) first; codecs with no weights
+    on this machine are labelled so."""
+    names = sorted(codec_names(), key=lambda name: (bool(codec_info(name).weights), name))
     return [(name if _codec_missing(name) is None else f"{name} ({UNAVAILABLE})", name) for name in names]
 
 
@@ -223,15 +189,21 @@ def quality_for_codec(codec: str) -> gr.Slider:
     if span is None:
         return gr.Slider(interactive=False, info=f"{codec} has no quality setting")
     low, high, default = span
-    here = [q for q in _qualities_here(codec) if q is not None]
-    listed = _listed_qualities(codec)
-    if listed is None:
-        info = f"q in {low}..{high}"
+    return gr.Slider(minimum=low, maximum=high, value=default, step=1, interactive=True, info=quality_info(codec))
+
+
+def quality_info(codec: str) -> str:
+    """The quality slider's info line: the range (or what each position stands for) and the qualities here."""
+    info = codec_info(codec)
+    name = info.quality_param
+    if info.listed:
+        text = f"{name}: " + ", ".join(f"{position} = {q}" for position, q in enumerate(info.qualities, 1))
     else:
-        info = "q: " + ", ".join(f"{position} = {q}" for position, q in enumerate(listed, 1))
-    if _codec_weights(codec) and len(here) < high - low + 1:
-        info += f"; weights here for q = {', '.join(map(str, here))}"
-    return gr.Slider(minimum=low, maximum=high, value=default, step=1, interactive=True, info=info)
+        text = f"{name} in {min(info.qualities)}..{max(info.qualities)}"
+    here = [q for q in _qualities_here(codec) if q is not None]
+    if info.weights and len(here) < len(info.qualities):
+        text += f"; weights here for {name} = {', '.join(map(str, here))}"
+    return text
 
 
 # --- attack & purify -------------------------------------------------------------------------
@@ -282,7 +254,7 @@ def attack_spec(attack: str, eps_255: float, steps: int) -> str:
 def codec_spec(codec: str, quality: int) -> str:
     """The spec of one codec at the quality slider's value, e.g. ``jpeg:q=25`` (just the name if it has no quality).
 
-    The value is ``q`` itself, or for ELIC and HiFiC its position in their list of qualities
+    The value is ``q`` itself, or for codecs with listed qualities (ELIC, HiFiC) its position in the list
     (``hific`` at 1 is ``hific:q=low``; see :func:`codec_quality_range`).
 
     Raises:
@@ -291,14 +263,14 @@ def codec_spec(codec: str, quality: int) -> str:
     """
     if not codec:
         raise ValueError("choose a codec")
-    codec_factory(codec)  # unknown name -> ValueError listing the valid ones
-    if codec_quality_range(codec) is None:
+    info = codec_info(codec)  # unknown name -> ValueError listing the valid ones
+    if not info.has_quality:
         return codec
     quality = _quality_at(codec, quality)
     missing = _codec_missing(codec, quality)
     if missing:
         raise MissingWeightsError(missing)
-    return f"{codec}:q={quality}"
+    return format_spec(ComponentSpec(codec, {info.quality_param: quality}))
 
 
 def _chain_text(codec: str, quality: int, chain: str | None) -> str:
@@ -386,7 +358,7 @@ def run_attack(
         attack: a name from :func:`hac.attacks.classifier_attacks.attack_names`.
         eps_255: L-inf budget in units of 1/255.
         steps: attack iterations (iterative attacks).
-        threat: one of :data:`hac.attacks.threats.THREAT_MODELS`.
+        threat: a :class:`hac.attacks.threats.ThreatModel` value.
         codec, quality: a single-codec chain ``codec:q=quality`` ...
         chain: ... unless this chain text is given (``jpeg:q=25+webp:q=80``).
         rounds: purification rounds.
@@ -408,7 +380,7 @@ def run_attack(
         check_classifier(name)
         spec = attack_spec(attack, eps_255, steps)
         chain_text = _chain_text(codec, quality, chain)
-        check_threat(threat)
+        threat = ThreatModel(threat)
         rounds = int_setting("rounds", rounds, 1, APP_MAX_ROUNDS)
         seed = int_setting("seed", seed, 0, 2**31 - 1)
         x = load_image(image, max_pixels=APP_MAX_PIXELS)[None]

@@ -15,7 +15,8 @@ from PIL import UnidentifiedImageError
 
 from ..attacks.classifier_attacks import attack_names
 from ..models.classifiers import DEFAULT_CLASSIFIER
-from ..attacks.threats import THREAT_MODELS
+from ..attacks.codec_attacks import Objective
+from ..attacks.threats import ThreatModel
 from . import batch
 from . import codec_attack
 from . import handlers
@@ -34,11 +35,21 @@ CONCURRENCY_LIMIT = 1
 MAX_FILE_SIZE = "20mb"
 """Largest upload accepted by the server (Gradio refuses larger ones before they reach a handler)."""
 
+START_CODEC = "jpeg"
+"""The codec both codec dropdowns start at."""
+
 _CSS = """
 .hac-verdict table { font-size: 0.9em; }
 .hac-note { font-size: 0.85em; opacity: 0.8; }
 #codec-summary td { white-space: nowrap; }
 """
+
+
+def _quality_slider() -> gr.Slider:
+    """The quality slider as :func:`hac.app.handlers.quality_for_codec` sets it for :data:`START_CODEC`."""
+    low, high, start = handlers.codec_quality_range(START_CODEC)
+    name = handlers.codec_info(START_CODEC).quality_param
+    return gr.Slider(low, high, value=start, step=1, label=f"Quality {name}", info=handlers.quality_info(START_CODEC))
 
 
 class ImageUpload(gr.Image):
@@ -101,15 +112,15 @@ def _attack_tab(cache: ModelCache, files: RunFiles) -> None:
             with gr.Row():
                 attack = gr.Dropdown(attack_names(), value="pgd", label="Attack", elem_id="attack")
                 threat = gr.Dropdown(
-                    list(THREAT_MODELS), value="bpda", label="Threat model",
+                    list(ThreatModel.values()), value="bpda", label="Threat model",
                     info="what the attacker knows about the defence (see About)",
                 )
             with gr.Row():
                 eps = gr.Slider(1, 32, value=4, step=1, label="ε (L∞, in 1/255)", info="L2/minimal attacks keep their own budget")
                 steps = gr.Slider(1, handlers.MAX_STEPS, value=10, step=1, label="Attack steps")
             with gr.Row():
-                codec = gr.Dropdown(handlers.codec_choices(), value="jpeg", label="Codec", elem_id="codec")
-                quality = gr.Slider(1, 95, value=25, step=1, label="Quality q", info="q in 1..95")
+                codec = gr.Dropdown(handlers.codec_choices(), value=START_CODEC, label="Codec", elem_id="codec")
+                quality = _quality_slider()
             chain = gr.Textbox(
                 label="…or a codec chain (overrides codec and quality)",
                 placeholder="jpeg:q=25+webp:q=80, or hac-hyperprior:q=1,scale=0.75 (coded at 3/4 size)",
@@ -171,11 +182,11 @@ def _codec_attack_tab(cache: ModelCache, files: RunFiles) -> None:
             image = _image_input("codec-input-image", examples_id="codec-examples")
             with gr.Row():
                 codec = gr.Dropdown(
-                    codec_attack.codec_attack_choices(), value="jpeg", label="Codec", elem_id="codec-attack-codec"
+                    codec_attack.codec_attack_choices(), value=START_CODEC, label="Codec", elem_id="codec-attack-codec"
                 )
-                quality = gr.Slider(1, 95, value=25, step=1, label="Quality q", info="q in 1..95")
+                quality = _quality_slider()
             objective = gr.Radio(
-                ["distortion", "rate"], value="distortion", label="Objective", elem_id="codec-objective",
+                list(Objective.values()), value=Objective.DISTORTION.value, label="Objective", elem_id="codec-objective",
                 info="distortion: lower the PSNR of the reconstruction against the clean image; rate: raise the bits "
                      "(needs a bit estimate: JPEG and the CompressAI codecs)",
             )
@@ -231,7 +242,7 @@ def _batch_tab(cache: ModelCache, files: RunFiles) -> None:
             eps = gr.Textbox(start.eps, label="ε for L∞ attacks (in 1/255, comma-separated)", max_lines=1)
             codecs = gr.Textbox(start.codecs, label="Codec chains (';'-separated)", max_lines=3)
             rounds = gr.Textbox(start.rounds, label="Rounds (comma-separated)", max_lines=1)
-            threats = gr.CheckboxGroup(list(THREAT_MODELS), value=start.threats, label="Threat models")
+            threats = gr.CheckboxGroup(list(ThreatModel.values()), value=start.threats, label="Threat models")
             compare = gr.Textbox("", label="Compare every codec with (one of the codec chains; empty: no comparison)",
                                  max_lines=1, elem_id="batch-compare")
             run = gr.Button("Run evaluation", variant="primary", elem_id="run-batch")

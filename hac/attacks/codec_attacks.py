@@ -52,10 +52,11 @@ from torch import Tensor
 from .classifier_attacks import quantize_adversarial
 from ..codecs.base import Codec, CodecOutput, check_image_batch
 from ..codecs.jpeg_rate import jpeg_rate_proxy
+from ..core.choices import Choice
 from ..core.metrics import linf, psnr
 
 __all__ = [
-    "OBJECTIVES",
+    "Objective",
     "METHODS",
     "STARTS",
     "CodecAttackSettings",
@@ -72,7 +73,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVES = ("distortion", "rate")
+
+
+class Objective(Choice):
+    """What a codec attack pushes up: ``distortion`` (lower the reconstruction's PSNR against the clean
+    image) or ``rate`` (raise the bits)."""
+
+    DISTORTION = "distortion"
+    RATE = "rate"
+
+    @classmethod
+    def unknown(cls, value: object) -> str:
+        return f"unknown codec-attack objective {value!r}; valid: {', '.join(cls.values())}"
+
 METHODS = ("pgd", "fgsm", "noise", "shift")
 STARTS = ("zero", "random", "shift")
 
@@ -102,7 +115,7 @@ class CodecAttackSettings:
         ValueError: an unknown objective or method, or a value out of range.
     """
 
-    objective: str = "distortion"
+    objective: Objective = Objective.DISTORTION
     eps: float = 4 / 255
     method: str = "pgd"
     steps: int = 10
@@ -114,8 +127,7 @@ class CodecAttackSettings:
         object.__setattr__(self, "starts", tuple(s.strip() for s in starts if s.strip()))
         if not self.starts or any(start not in STARTS for start in self.starts) or len(set(self.starts)) < len(self.starts):
             raise ValueError(f"PGD starts must be distinct values of {', '.join(STARTS)}, got {self.starts!r}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown codec-attack objective {self.objective!r}; valid: {', '.join(OBJECTIVES)}")
+        object.__setattr__(self, "objective", Objective(self.objective))
         if self.method not in METHODS:
             raise ValueError(f"unknown codec-attack method {self.method!r}; valid: {', '.join(METHODS)}")
         if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0 < self.eps <= 1:
@@ -168,14 +180,14 @@ def _rate_function(codec: Codec) -> Callable[[Tensor], Tensor]:
     )
 
 
-def check_objective(codec: Codec, objective: str, method: str = "pgd") -> None:
+def check_objective(codec: Codec, objective: Objective | str, method: str = "pgd") -> None:
     """Raise ``ValueError`` unless ``codec`` can be attacked for ``objective`` with ``method``."""
-    CodecAttackSettings(objective=objective, method=method)
+    settings = CodecAttackSettings(objective=objective, method=method)
     if method != "noise":
-        (_reconstruction_function if objective == "distortion" else _rate_function)(codec)
+        (_reconstruction_function if settings.objective is Objective.DISTORTION else _rate_function)(codec)
 
 
-def objective_function(codec: Codec, objective: str, clean: Tensor) -> Callable[[Tensor], Tensor]:
+def objective_function(codec: Codec, objective: Objective | str, clean: Tensor) -> Callable[[Tensor], Tensor]:
     """``f(x_adv) -> (N,)``, the differentiable quantity the attack maximises.
 
     ``distortion``: per-image MSE between the surrogate reconstruction of ``x_adv``
@@ -186,7 +198,7 @@ def objective_function(codec: Codec, objective: str, clean: Tensor) -> Callable[
         ValueError: unknown objective, or the codec has no differentiable stand-in for it.
     """
     check_objective(codec, objective)
-    if objective == "rate":
+    if Objective(objective) is Objective.RATE:
         return _rate_function(codec)
     reconstruct = _reconstruction_function(codec)
     clean = clean.detach()

@@ -22,24 +22,29 @@ import torch
 from torch import Tensor, nn
 
 from ..codecs import Codec
+from ..core.choices import Choice
 from ..defence.purify import Purifier
 
 __all__ = [
-    "THREAT_MODELS",
+    "ThreatModel",
     "attacked_model",
     "BPDAPurifier",
     "StraightThroughPurifier",
     "ExpectationOverTransformation",
-    "check_threat",
 ]
 
-THREAT_MODELS = ("oblivious", "bpda", "straight-through", "eot")
 
+class ThreatModel(Choice):
+    """What the attacker knows about the purifier (see the module docstring); ``ThreatModel("bpda")`` parses."""
 
-def check_threat(threat: str) -> str:
-    if threat not in THREAT_MODELS:
-        raise ValueError(f"unknown threat model {threat!r}; valid choices: {', '.join(THREAT_MODELS)}")
-    return threat
+    OBLIVIOUS = "oblivious"
+    BPDA = "bpda"
+    STRAIGHT_THROUGH = "straight-through"
+    EOT = "eot"
+
+    @classmethod
+    def unknown(cls, value: object) -> str:
+        return f"unknown threat model {value!r}; valid choices: {', '.join(cls.values())}"
 
 
 def _real(codec: Codec, x: Tensor) -> Tensor:
@@ -113,26 +118,26 @@ class ExpectationOverTransformation(nn.Module):
         return torch.stack([self.model(x) for _ in range(self.samples)]).mean(0)
 
 
-def attacked_model(classifier: nn.Module, purifier: Purifier | None, threat: str, eot_samples: int = 8) -> nn.Module:
+def attacked_model(classifier: nn.Module, purifier: Purifier | None, threat: ThreatModel | str, eot_samples: int = 8) -> nn.Module:
     """The model an attacker under ``threat`` computes gradients through.
 
     Args:
         classifier: [0, 1] images -> logits.
         purifier: the defence, or ``None`` for an undefended classifier.
-        threat: one of :data:`THREAT_MODELS`.
+        threat: a :class:`ThreatModel` (or its value).
         eot_samples: draws per step for ``eot``.
 
     Returns:
         ``classifier`` (oblivious, or no purifier) or
         ``nn.Sequential(purifier_in_threat_mode, classifier)`` (wrapped in EOT for ``eot``).
     """
-    check_threat(threat)
-    if purifier is None or threat == "oblivious":
+    threat = ThreatModel(threat)
+    if purifier is None or threat is ThreatModel.OBLIVIOUS:
         return classifier
-    if threat == "bpda":
+    if threat is ThreatModel.BPDA:
         return nn.Sequential(BPDAPurifier(purifier), classifier).eval()
     model = nn.Sequential(StraightThroughPurifier(purifier), classifier)
-    if threat == "eot":
+    if threat is ThreatModel.EOT:
         stochastic = any(codec.stochastic for codec in purifier.codecs)
         model = ExpectationOverTransformation(model, eot_samples if stochastic else 1)
     # New modules start in training mode; attacks restore the mode they found, and a

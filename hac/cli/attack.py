@@ -13,7 +13,7 @@ from ..core.images import load_image, perturbation_image, save_png
 from ..defence.pipeline import DefenceReport, attack_and_purify
 from ..defence.purify import build_chain
 from ..core.specs import ComponentSpec, format_spec, parse_spec, parse_value
-from ..attacks.threats import THREAT_MODELS, check_threat
+from ..attacks.threats import ThreatModel
 from .common import add_classifier_args, add_codec_args, chain_text, format_topk, write_json
 
 __all__ = ["add_parser", "run"]
@@ -34,7 +34,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--restarts", type=int, help="random restarts (pgd, pgd-l2, apgd, square)")
     parser.add_argument(
         "--threat", default="bpda",
-        help=f"threat model(s), comma-separated: {', '.join(THREAT_MODELS)} (default bpda)",
+        help=f"threat model(s), comma-separated: {', '.join(ThreatModel.values())} (default bpda)",
     )
     parser.add_argument("--eot-samples", type=int, default=8, help="samples per step for the eot threat model")
     parser.add_argument("--seed", type=int, default=0)
@@ -114,9 +114,9 @@ def _save(report: DefenceReport, names: list[Path], out: Path, eps: float | None
 
 
 def run(args: argparse.Namespace) -> int:
-    threats = [check_threat(t.strip()) for t in args.threat.split(",") if t.strip()]
+    threats = [ThreatModel(t.strip()) for t in args.threat.split(",") if t.strip()]
     if not threats:
-        raise ValueError(f"--threat needs at least one of {', '.join(THREAT_MODELS)}")
+        raise ValueError(f"--threat needs at least one of {', '.join(ThreatModel.values())}")
     chain = chain_text(args.codec)
     build_chain(chain)  # validate before any heavy work
     attack = _attack_spec(args)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..attacks.codec_attacks import (
-    METHODS, OBJECTIVES, STARTS, CodecAttackResult, CodecAttackSettings, check_objective, run_codec_attacks, worst_case,
+    METHODS, STARTS, Objective, CodecAttackResult, CodecAttackSettings, check_objective, run_codec_attacks, worst_case,
 )  # fmt: skip
 from ..codecs import create_codec
 from ..hub import MissingWeightsError
@@ -45,7 +45,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--data", required=True, type=Path, help="folder of images (e.g. ../shared/data/kodak)")
     parser.add_argument("--codecs", required=True, nargs="+", metavar="SPEC", help="codec specs, e.g. jpeg:q=25 hac-hyperprior:q=3")
     parser.add_argument("--eps", default="4/255", help="comma-separated L-inf budgets, e.g. 1/255,2/255,4/255,8/255 (default 4/255)")
-    parser.add_argument("--objective", default="distortion,rate", help=f"comma-separated: {', '.join(OBJECTIVES)} (default both)")
+    parser.add_argument("--objective", default="distortion,rate", help=f"comma-separated: {', '.join(Objective.values())} (default both)")
     parser.add_argument("--method", default="pgd", help="comma-separated: pgd (default), fgsm, noise (random-sign baseline), shift (brightness "
                         "moved by eps: the floor of a codec that reproduces its input)")
     parser.add_argument("--steps", type=int, default=10, help="PGD iterations (default 10)")
@@ -112,9 +112,9 @@ def _methods(text: str) -> list[str]:
 
 
 def _settings(args: argparse.Namespace) -> list[CodecAttackSettings]:
-    objectives = [o.strip() for o in args.objective.split(",") if o.strip()]
+    objectives = [Objective(o.strip()) for o in args.objective.split(",") if o.strip()]
     if not objectives:
-        raise ValueError(f"--objective needs at least one of {', '.join(OBJECTIVES)}")
+        raise ValueError(f"--objective needs at least one of {', '.join(Objective.values())}")
     alpha = _number(args.alpha, "--alpha") if args.alpha else None
     return [
         CodecAttackSettings(objective, eps, method, args.steps, alpha, args.starts)
@@ -149,7 +149,7 @@ def _plot(results: list[CodecAttackResult], out: Path) -> list[Path]:
     from matplotlib.figure import Figure  # no pyplot: no global backend state, PNG through Agg
 
     paths = []
-    for objective in OBJECTIVES:
+    for objective in Objective:
         chosen = [r.summary() for r in results if r.settings.objective == objective]
         if not chosen:
             continue

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..rd.sweep import MODES, RDPoint, RDResults, evaluate_rd, write_outputs
+from ..codecs import CodecMode
+from ..rd.sweep import RDPoint, RDResults, evaluate_rd, write_outputs
 
 __all__ = ["add_parser", "run"]
 
@@ -23,11 +24,11 @@ def add_parser(subparsers) -> None:
         nargs="+",
         default=["jpeg", "webp"],
         metavar="SPEC",
-        help="codec sweeps: jpeg:q=5..95 (step 5), jpeg:q=5..95/10, a bare jpeg/webp (default sweep), a bare "
-        "learned codec (every quality whose weights are here), or one spec (comdefend); LABEL=SPEC puts points "
+        help="codec sweeps: jpeg:q=5..95 (step 5), jpeg:q=5..95/10, a bare codec name (the qualities it declares; "
+        "of a learned codec those whose weights are here), or one spec (comdefend:pretrained=hac); LABEL=SPEC puts points "
         "with other parameters on one curve (adv=hac-hyperprior:q=1,weights=FILE ...). Default: jpeg webp",
     )
-    parser.add_argument("--mode", choices=MODES, default="entropy-coded", help="learned codecs: real bitstreams (default) or estimated rate")
+    parser.add_argument("--mode", choices=CodecMode.values(), default=CodecMode.ENTROPY_CODED.value, help="learned codecs: real bitstreams (default) or estimated rate")
     parser.add_argument("--anchor", default="jpeg", help="curve the BD-rates are measured against (default jpeg)")
     parser.add_argument("--max-images", type=int, help="use the first K images only")
     parser.add_argument("--batch-size", type=int, default=4, help="images of equal size coded together (default 4)")

@@ -18,8 +18,25 @@ from torch import Tensor
 
 from .base import Codec, CodecOutput, check_image_batch, pad_to_multiple, quantize_to_uint8
 from .factory import register_codec
+from .info import CodecInfo
 
-__all__ = ["PillowCodec", "JpegCodec", "WebpCodec", "encode_image"]
+__all__ = ["PillowCodec", "JpegCodec", "WebpCodec", "encode_image", "JPEG", "WEBP"]
+
+JPEG = CodecInfo(
+    description="JPEG (ITU-T T.81) through libjpeg via Pillow",
+    qualities=range(1, 96),  # 95: Pillow's recommended maximum
+    default_quality=75,
+    start_quality=25,
+    sweep=(5, 10, 15, 20, 25, 30, 40, 50, 60, 75, 90),
+    rate_attack=True,
+)
+WEBP = CodecInfo(
+    description="lossy WebP (VP8 intra coding) through libwebp via Pillow",
+    qualities=range(1, 101),
+    default_quality=75,
+    start_quality=80,
+    sweep=(5, 10, 20, 30, 40, 50, 60, 70, 80, 90),
+)
 
 
 def _check_range(name: str, value: object, low: int, high: int) -> int:
@@ -65,20 +82,20 @@ class PillowCodec(Codec):
         return CodecOutput(x_hat.contiguous(), bpp)
 
 
-@register_codec("jpeg")
+@register_codec("jpeg", info=JPEG)
 class JpegCodec(PillowCodec):
     """JPEG (ITU-T T.81) through libjpeg via Pillow.
 
     Args:
-        q: quality, 1 (smallest) to 95 (Pillow's recommended maximum).
+        q: quality, one of :data:`JPEG`'s qualities (1, smallest, to Pillow's recommended maximum).
         subsampling: chroma subsampling, 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0 (Pillow's default).
     """
 
     format = "JPEG"
 
-    def __init__(self, q: int = 75, subsampling: int = 2) -> None:
+    def __init__(self, q: int = JPEG.default_quality, subsampling: int = 2) -> None:
         super().__init__()
-        self.quality = _check_range("jpeg quality q", q, 1, 95)
+        self.quality = JPEG.check_quality(q, "jpeg")
         self.subsampling = _check_range("jpeg subsampling", subsampling, 0, 2)
         self.params = {"q": self.quality} if subsampling == 2 else {"q": self.quality, "subsampling": self.subsampling}
 
@@ -98,20 +115,20 @@ class JpegCodec(PillowCodec):
         return jpeg_codec_differentiable(padded, quality)[..., :height, :width].clamp(0, 1)
 
 
-@register_codec("webp")
+@register_codec("webp", info=WEBP)
 class WebpCodec(PillowCodec):
     """Lossy WebP (VP8 intra coding) through libwebp via Pillow.
 
     Args:
-        q: quality, 1 to 100.
+        q: quality, one of :data:`WEBP`'s qualities (1 to 100).
         method: encoder effort, 0 (fast) to 6 (slow, smaller files).
     """
 
     format = "WEBP"
 
-    def __init__(self, q: int = 75, method: int = 4) -> None:
+    def __init__(self, q: int = WEBP.default_quality, method: int = 4) -> None:
         super().__init__()
-        self.quality = _check_range("webp quality q", q, 1, 100)
+        self.quality = WEBP.check_quality(q, "webp")
         self.method = _check_range("webp method", method, 0, 6)
         self.params = {"q": self.quality} if method == 4 else {"q": self.quality, "method": self.method}
 

@@ -54,6 +54,7 @@ from .. import hub
 from ..hub import ConvertedWeightSpec, WeightSpec
 from .base import Codec, CodecOutput, check_image_batch, pad_to_multiple
 from .factory import register_codec
+from .info import CodecInfo
 
 __all__ = [
     "COM_CHANNELS",
@@ -72,6 +73,7 @@ __all__ = [
     "OFFICIAL",
     "HAC_CIFAR10",
     "PRETRAINED",
+    "INFO",
     "load_comdefend",
     "training_loss",
     "to_tiles",
@@ -135,6 +137,11 @@ HAC_CIFAR10 = hub.own_weight_spec(
 )
 # `pretrained=` values of the codec -> weights.
 PRETRAINED: dict[str, WeightSpec] = {"official": OFFICIAL, "hac": HAC_CIFAR10}
+INFO = CodecInfo(
+    description=f"ComDefend; {PAPER}",
+    weights={None: OFFICIAL},
+    weight_variants={"pretrained": {name: {None: spec} for name, spec in PRETRAINED.items()}},
+)
 
 
 # --------------------------------------------------------------------------- networks
@@ -317,7 +324,7 @@ def _check_noise(noise: object) -> float:
     return float(noise)
 
 
-@register_codec("comdefend")
+@register_codec("comdefend", info=INFO)
 class ComDefendCodec(Codec):
     """ComDefend (Jia et al., CVPR 2019) as a hac codec.
 

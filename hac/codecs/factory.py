@@ -5,26 +5,29 @@ from __future__ import annotations
 import importlib
 import inspect
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from ..core.registry import Registry
 from ..core.specs import ComponentSpec, parse_spec
 from .base import Codec
+from .info import CodecInfo
 from .resampled import ResampledCodec, check_scale
 
 __all__ = [
-    "CODECS", "CodecEntry", "register_codec", "add_codec", "codec_factory", "codec_class", "check_codec_params", "create_codec", "codec_names",
+    "CODECS", "CodecEntry", "register_codec", "add_codec", "codec_factory", "codec_class", "codec_info", "check_codec_params",
+    "create_codec", "codec_names",
     "load_all_codec_modules", "CODEC_MODULES", "SCALE_PARAM",
 ]
 
 
 @dataclass(frozen=True)
 class CodecEntry:
-    """A registered codec: the factory that builds it and the :class:`Codec` class it returns."""
+    """A registered codec: the factory that builds it, the :class:`Codec` class it returns, and its facts."""
 
     factory: Callable[..., Codec]
     builds: type[Codec]
+    info: CodecInfo
 
 
 CODECS: Registry[CodecEntry] = Registry("codec")
@@ -37,20 +40,22 @@ SCALE_PARAM = "scale"
 CODEC_MODULES = ("classical", "compressai.zoo", "comdefend", "elic.codec", "hific.codec")
 
 
-def add_codec(name: str, factory: Callable[..., Codec], builds: type[Codec]) -> None:
-    """Register ``factory`` under ``name``; it returns instances of ``builds``."""
-    CODECS.add(name, CodecEntry(factory, builds))
+def add_codec(name: str, factory: Callable[..., Codec], builds: type[Codec], info: CodecInfo | None = None) -> None:
+    """Register ``factory`` under ``name``; it returns instances of ``builds`` and has the facts ``info``
+    (default: no quality setting, no weights). ``info.surrogate`` is taken from ``builds``."""
+    info = replace(info or CodecInfo(), surrogate=builds.has_surrogate())
+    CODECS.add(name, CodecEntry(factory, builds, info))
 
 
-def register_codec(name: str, builds: type[Codec] | None = None) -> Callable:
-    """Decorator registering a codec class (``@register_codec("jpeg")``) or a factory
-    function, which names the class it returns (``@register_codec("elic", builds=ELICCodec)``)."""
+def register_codec(name: str, builds: type[Codec] | None = None, info: CodecInfo | None = None) -> Callable:
+    """Decorator registering a codec class (``@register_codec("jpeg", info=CodecInfo(...))``) or a factory
+    function, which names the class it returns (``@register_codec("elic", builds=ELICCodec, info=...)``)."""
 
     def add(factory: Callable[..., Codec]) -> Callable[..., Codec]:
         cls = factory if isinstance(factory, type) else builds
         if cls is None:
             raise TypeError(f"register_codec({name!r}) on a function needs builds=<the Codec class it returns>")
-        add_codec(name, factory, cls)
+        add_codec(name, factory, cls, info)
         return factory
 
     return add
@@ -69,6 +74,11 @@ def codec_factory(name: str) -> Callable[..., Codec]:
 def codec_class(name: str) -> type[Codec]:
     """The class the codec ``name`` builds, known without building it (no weights are loaded)."""
     return _entry(name).builds
+
+
+def codec_info(name: str) -> CodecInfo:
+    """The facts the codec ``name`` declared (qualities, default, weights, attacks it supports); nothing is built."""
+    return _entry(name).info
 
 
 def load_all_codec_modules() -> None:

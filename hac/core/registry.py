@@ -39,6 +39,11 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._entries[name] = obj
 
+    def remove(self, name: str) -> None:
+        """Forget ``name`` (a plugin or a test unregistering what it added)."""
+        self.get(name)  # unknown names fail with the list of valid ones
+        del self._entries[name]
+
     def get(self, name: str) -> T:
         try:
             return self._entries[name]

@@ -19,7 +19,7 @@ from ..attacks.diagnostics import GradientHealth, gradient_health, loss_rise
 from ..core.images import to_8bit
 from ..core.metrics import l2, linf, psnr
 from .purify import Purifier, PurifyResult
-from ..attacks.threats import attacked_model, check_threat
+from ..attacks.threats import ThreatModel, attacked_model
 
 __all__ = ["DefenceReport", "attack_and_purify"]
 
@@ -64,7 +64,7 @@ def attack_and_purify(
     attack: str,
     chain,
     rounds: int = 1,
-    threat: str = "bpda",
+    threat: ThreatModel | str = ThreatModel.BPDA,
     labels: Tensor | None = None,
     eot_samples: int = 8,
 ) -> DefenceReport:
@@ -76,11 +76,11 @@ def attack_and_purify(
         attack: attack spec, e.g. ``"pgd:eps=4/255,steps=10"``.
         chain: codec chain (see :func:`hac.defence.purify.build_chain`).
         rounds: purification rounds.
-        threat: one of :data:`hac.attacks.threats.THREAT_MODELS`.
+        threat: a :class:`hac.attacks.threats.ThreatModel` (or its value).
         labels: (N,) true labels; default: the clean top-1 predictions.
         eot_samples: samples per step for the ``eot`` threat model.
     """
-    check_threat(threat)
+    threat = ThreatModel(threat)
     purifier = Purifier(chain, rounds).to(x.device)
     x = to_8bit(x)
     if labels is None:
@@ -91,7 +91,7 @@ def attack_and_purify(
     warnings = []
     health = gradient_health(model, x, labels)
     if health.masked and not built.entry.gradient_free:
-        warnings.append(f"masked gradients under threat model {threat!r}: {health.explain()}; "
+        warnings.append(f"masked gradients under threat model {threat.value!r}: {health.explain()}; "
                         "robustness measured with this attack is not trustworthy")
     x_adv = quantize_adversarial(x, built(x, labels))
     loss_clean, loss_adv = loss_rise(model, x, x_adv, labels)

@@ -53,7 +53,7 @@ from ..codecs.factory import check_codec_params
 from .datasets import LAYOUTS
 from ..defence.purify import MAX_ROUNDS
 from ..core.specs import ComponentSpec, format_spec, parse_chain, parse_spec, parse_value
-from ..attacks.threats import THREAT_MODELS
+from ..attacks.threats import ThreatModel
 
 __all__ = [
     "ConfigError",
@@ -142,7 +142,7 @@ class GridBlock:
     codecs: tuple[CodecChoice, ...]
     rounds: tuple[int, ...]
     attacks: tuple[AttackChoice, ...]
-    threats: tuple[str, ...]
+    threats: tuple[ThreatModel, ...]
 
     @property
     def size(self) -> int:
@@ -154,7 +154,7 @@ class Cell:
     """One grid cell. The undefended baseline has ``threat == codec == "none"`` and ``rounds == 0``."""
 
     classifier: str
-    threat: str
+    threat: ThreatModel | str
     attack: str
     attack_name: str
     eps: float | None
@@ -432,11 +432,14 @@ def _parse_attacks(value: Any, key: str) -> tuple[AttackChoice, ...]:
     return tuple(dict.fromkeys(choices))
 
 
-def _parse_threats(value: Any, key: str) -> tuple[str, ...]:
-    threats = _as_list(value, key)
+def _parse_threats(value: Any, key: str) -> tuple[ThreatModel, ...]:
+    _as_list(value, key)
+    threats = []
     for threat, where in _items(value, key):
-        if threat not in THREAT_MODELS:
-            raise ConfigError(where, f"unknown threat model {threat!r}; valid choices: {', '.join(THREAT_MODELS)}")
+        try:
+            threats.append(ThreatModel(threat))
+        except ValueError as error:
+            raise ConfigError(where, str(error)) from None
     return tuple(dict.fromkeys(threats))
 
 

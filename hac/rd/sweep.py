@@ -8,10 +8,10 @@ sweep and returns mean bits per pixel, PSNR and MS-SSIM per point
 Codec sweeps are codec specs (:mod:`hac.core.specs`) whose quality may be a range:
 
 * ``jpeg:q=5..95`` (step 5) or ``jpeg:q=5..95/10`` (step 10);
-* a bare classical name (``jpeg``, ``webp``) sweeps :data:`DEFAULT_SWEEPS`;
-* a bare learned name (``mbt2018-mean``, ``hac-hyperprior``) sweeps every quality
-  whose weights are on this machine; the others are reported as skipped, never
-  downloaded here and never an error;
+* a bare name sweeps the qualities the codec declares (:class:`hac.codecs.CodecInfo`:
+  its ``sweep``, else all its qualities; ``jpeg``, ``webp``, ``mbt2018-mean``, ``hific``);
+  of a codec with weights, only the qualities whose weights are on this machine; the
+  others are reported as skipped, never downloaded here and never an error;
 * anything else (``comdefend``, ``jpeg:q=30``) is one point.
 
 Points of specs that differ only in ``q`` form one curve, labelled by the spec
@@ -29,7 +29,6 @@ BD-rates and BD-PSNR against an anchor curve come from :mod:`hac.rd.bjontegaard`
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import logging
 import re
@@ -44,7 +43,7 @@ from torch import Tensor
 
 from .bjontegaard import bd_quality, bd_rate, bd_rate_and_range
 from ..codecs import create_codec
-from ..codecs.factory import codec_factory, load_all_codec_modules
+from ..codecs import CodecMode, codec_info
 from ..hub import MissingWeightsError, UnsafeWeightsError, weights_available
 from ..core.files import atomic_write_text
 from ..core.images import list_images, load_image
@@ -52,8 +51,6 @@ from ..core.metrics import ms_ssim, psnr
 from ..core.specs import ComponentSpec, format_spec, parse_spec
 
 __all__ = [
-    "DEFAULT_SWEEPS",
-    "MODES",
     "PlannedPoint",
     "RDPoint",
     "Skipped",
@@ -68,12 +65,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SWEEPS: dict[str, tuple[int, ...]] = {
-    "jpeg": (5, 10, 15, 20, 25, 30, 40, 50, 60, 75, 90),
-    "webp": (5, 10, 20, 30, 40, 50, 60, 70, 80, 90),
-}
-MODES = ("entropy-coded", "fast")
-SWEEP_PARAM = "q"
 _RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*(?:/\s*(\d+)\s*)?$")
 
 
@@ -89,7 +80,7 @@ class PlannedPoint:
 
     @property
     def quality(self) -> object:
-        return self.spec.params.get(SWEEP_PARAM)
+        return self.spec.params.get(codec_info(self.spec.name).quality_param)
 
 
 @dataclass(frozen=True)
@@ -223,8 +214,8 @@ def compare_curves(curves: dict[str, list[RDPoint]], anchor: str) -> list[BDResu
 # --------------------------------------------------------------------------- planning
 
 
-def _expand_quality(value: object, text: str) -> list[object]:
-    if not isinstance(value, str):
+def _expand_quality(value: object, text: str, listed: Sequence[object]) -> list[object]:
+    if not isinstance(value, str) or value in listed:
         return [value]
     match = _RANGE.match(value)
     if not match:
@@ -233,12 +224,6 @@ def _expand_quality(value: object, text: str) -> list[object]:
     if low > high or step < 1:
         raise ValueError(f"q range {value!r} in {text!r} is empty; write LOW..HIGH with LOW <= HIGH and STEP >= 1")
     return list(range(low, high + 1, step))
-
-
-def _learned_architecture(name: str):
-    from ..codecs.compressai.zoo import ARCHITECTURES
-
-    return ARCHITECTURES.get(name)
 
 
 def _split_curve_label(text: str) -> tuple[str | None, str]:
@@ -265,40 +250,39 @@ def plan_sweeps(texts: Sequence[str]) -> tuple[list[PlannedPoint], list[Skipped]
     Raises:
         ValueError: an unknown codec, a malformed spec or quality range.
     """
-    load_all_codec_modules()
     points: list[PlannedPoint] = []
     skipped: list[Skipped] = []
     for text in texts:
         label, spec_text = _split_curve_label(text)
         spec = parse_spec(spec_text)
-        codec_factory(spec.name)  # ValueError listing the codecs if unknown
-        params = {key: value for key, value in spec.params.items() if key != SWEEP_PARAM}
+        info = codec_info(spec.name)  # ValueError listing the codecs if unknown
+        sweep_param = info.quality_param
+        params = {key: value for key, value in spec.params.items() if key != sweep_param}
         curve = label or format_spec(ComponentSpec(spec.name, params))
-        architecture = _learned_architecture(spec.name)
-        metric = params.get("metric", "mse")
-        if SWEEP_PARAM in spec.params:
-            qualities = _expand_quality(spec.params[SWEEP_PARAM], text)
-        elif spec.name in DEFAULT_SWEEPS:
-            qualities = list(DEFAULT_SWEEPS[spec.name])
-        elif architecture is not None:
-            qualities = sorted(q for m, q in architecture.specs if m == metric)
+        if sweep_param in spec.params:
+            qualities = _expand_quality(spec.params[sweep_param], text, info.qualities or ())
+        elif info.has_quality:
+            qualities = list(info.sweep or info.qualities)
         else:
             qualities = [None]
-        if architecture is not None and "weights" not in params:
-            # Learned codecs: only the qualities whose weights are here (never download in an evaluation).
-            weight_specs = {quality: architecture.spec(quality, metric) for quality in qualities}
-            missing = [quality for quality, ws in weight_specs.items() if weights_available(ws) is None]
+        weights = info.weights_for(params) if "weights" not in params else {}
+        if info.has_quality and weights:
+            # Only the qualities whose weights are here (never download in an evaluation).
+            for quality in qualities:
+                if quality not in weights:
+                    info.check_quality(quality, spec.name)  # an invalid one fails here, naming the valid ones
+            missing = [q for q in qualities if q in weights and weights_available(weights[q]) is None]
             if missing:
-                names = ", ".join(weight_specs[q].name for q in missing)
+                names = ", ".join(weights[q].name for q in missing)
                 skipped.append(Skipped(
-                    f"{curve} q={','.join(map(str, missing))}",
-                    f"weights not on this machine ({names}); e.g. {weight_specs[missing[0]].fetch_hint()}",
+                    f"{curve} {sweep_param}={','.join(map(str, missing))}",
+                    f"weights not on this machine ({names}); e.g. {weights[missing[0]].fetch_hint()}",
                 ))
             qualities = [q for q in qualities if q not in missing]
         for quality in qualities:
             full = dict(spec.params)
             if quality is not None:
-                full[SWEEP_PARAM] = quality
+                full[sweep_param] = quality
             point = PlannedPoint(curve, ComponentSpec(spec.name, full))
             if point not in points:  # a point given twice is measured once
                 points.append(point)
@@ -306,10 +290,6 @@ def plan_sweeps(texts: Sequence[str]) -> tuple[list[PlannedPoint], list[Skipped]
 
 
 # --------------------------------------------------------------------------- evaluation
-
-
-def _accepts(name: str, parameter: str) -> bool:
-    return parameter in inspect.signature(codec_factory(name)).parameters
 
 
 def _batches(images: list[Tensor], batch_size: int) -> list[list[int]]:
@@ -337,7 +317,7 @@ def _measure(codec, images: list[Tensor], batch_size: int) -> dict[str, list[flo
 def evaluate_rd(
     data: str | Path,
     codecs: Sequence[str] = ("jpeg", "webp"),
-    mode: str = "entropy-coded",
+    mode: CodecMode | str = CodecMode.ENTROPY_CODED,
     anchor: str = "jpeg",
     max_images: int | None = None,
     batch_size: int = 4,
@@ -361,8 +341,7 @@ def evaluate_rd(
     Raises:
         ValueError: unknown codec, malformed spec, bad mode; FileNotFoundError: no images.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    mode = CodecMode(mode)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     planned, skipped = plan_sweeps(codecs)
@@ -372,8 +351,8 @@ def evaluate_rd(
     points = []
     for item in planned:
         params = dict(item.spec.params)
-        if "mode" not in params and _accepts(item.spec.name, "mode"):
-            params["mode"] = mode
+        if "mode" not in params and codec_info(item.spec.name).modes:
+            params["mode"] = mode.value
         run_spec = format_spec(ComponentSpec(item.spec.name, params))
         try:
             codec = create_codec(item.spec.name, **params)

@@ -37,12 +37,11 @@ from torch import Tensor
 
 from ...core.metrics import likelihood_bits
 from ..base import Codec, CodecOutput, check_image_batch, pad_to_multiple, straight_through_clamp
+from ..info import CodecMode
 
-__all__ = ["CompressAICodec", "MODES", "check_mode", "latent_kind"]
+__all__ = ["CompressAICodec", "latent_kind"]
 
 logger = logging.getLogger(__name__)
-
-MODES = ("fast", "entropy-coded")
 
 # The latent structures this module knows how to quantise; order matters
 # (subclasses first): every autoregressive model is also a mean-scale hyperprior.
@@ -52,13 +51,6 @@ _KINDS = (
     (ScaleHyperprior, "scale"),
     (FactorizedPrior, "factorized"),
 )
-
-
-def check_mode(mode: str) -> str:
-    """Return ``mode`` if it is one of :data:`MODES`, else raise ``ValueError`` naming them."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    return mode
 
 
 def latent_kind(model: CompressionModel) -> str:
@@ -94,16 +86,16 @@ class CompressAICodec(Codec):
         (N, 3, H, W) in [0, 1] and ``bpp`` (N,).
     """
 
-    def __init__(self, model: CompressionModel, mode: str = "fast") -> None:
+    def __init__(self, model: CompressionModel, mode: CodecMode | str = CodecMode.FAST) -> None:
         super().__init__()
-        self.mode = check_mode(mode)
+        self.mode = CodecMode(mode)
         self.kind = latent_kind(model)
         self.model = model.eval()
         self.multiple = int(getattr(model, "downsampling_factor", 64))
         if model.update():  # a no-op when the CDF tables came with the weights
             logger.debug("built the entropy coder's CDF tables for %s", type(model).__name__)
         self.codec_name = type(model).__name__  # create_codec replaces it with the registered name
-        self.params = {"mode": mode}
+        self.params = {"mode": self.mode.value}
 
     def forward(self, x: Tensor) -> CodecOutput:
         """Compress and reconstruct ``x`` (N, 3, H, W) in [0, 1]; returns x_hat in [0, 1] and bpp (N,)."""
@@ -111,7 +103,7 @@ class CompressAICodec(Codec):
         dtype = next(self.model.parameters()).dtype
         with torch.no_grad():
             padded, (height, width) = pad_to_multiple(x.to(dtype), self.multiple)
-            if self.mode == "fast":
+            if self.mode is CodecMode.FAST:
                 y = self.model.g_a(padded)
                 y_hat, bits = self.quantize_latents(y)
                 x_hat = self.model.g_s(y_hat)

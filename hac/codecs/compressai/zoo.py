@@ -32,14 +32,16 @@ from torch import Tensor
 
 from ... import hub
 from ...hub import WeightSpec
-from .codec import MODES, CompressAICodec, check_mode
+from .codec import CompressAICodec
 from ..factory import add_codec
+from ..info import CodecInfo, CodecMode
 
 __all__ = [
     "LearnedArchitecture",
     "ARCHITECTURES",
     "PretrainedCodec",
     "get_architecture",
+    "architecture_info",
     "load_model",
     "random_model",
     "convert_zoo_state_dict",
@@ -107,6 +109,10 @@ class LearnedArchitecture:
     @property
     def qualities(self) -> tuple[int, ...]:
         return tuple(sorted({quality for _, quality in self.specs}))
+
+    def weights(self, metric: str) -> dict[int, WeightSpec]:
+        """``quality -> WeightSpec`` of the weights trained for ``metric``."""
+        return {quality: spec for (known, quality), spec in self.specs.items() if known == metric}
 
     def spec(self, q: int, metric: str = "mse") -> WeightSpec:
         """The weights for quality ``q`` and ``metric``.
@@ -248,39 +254,54 @@ class PretrainedCodec(CompressAICodec):
         architecture: str,
         q: int = DEFAULT_QUALITY,
         metric: str = "mse",
-        mode: str = "fast",
+        mode: CodecMode | str = CodecMode.FAST,
         weights: str | Path | None = None,
     ) -> None:
         spec = get_architecture(architecture).spec(q, metric)
-        check_mode(mode)
+        mode = CodecMode(mode)
         super().__init__(load_model(architecture, q, metric, weights), mode)
         self.weight_spec = spec
         self.params = {"q": int(q)}
         if metric != "mse":
             self.params["metric"] = metric
-        if mode != MODES[0]:
-            self.params["mode"] = mode
+        if mode is not CodecMode.FAST:
+            self.params["mode"] = mode.value
         if weights is not None:
             self.params["weights"] = str(weights)
 
 
 def _codec_factory(architecture: LearnedArchitecture) -> Callable[..., PretrainedCodec]:
     def factory(
-        q: int = DEFAULT_QUALITY, metric: str = "mse", mode: str = "fast", weights: str | Path | None = None
+        q: int = DEFAULT_QUALITY, metric: str = "mse", mode: CodecMode | str = CodecMode.FAST, weights: str | Path | None = None
     ) -> PretrainedCodec:
         return PretrainedCodec(architecture.name, q=q, metric=metric, mode=mode, weights=weights)
 
     factory.__name__ = factory.__qualname__ = f"create_{architecture.name.replace('-', '_')}"
-    paper = next(iter(architecture.specs.values())).paper
     factory.__doc__ = (
-        f"{architecture.name} ({architecture.model_class.__name__}; {paper}).\n\n"
+        f"{architecture_info(architecture).description}.\n\n"
         f"q in {', '.join(map(str, architecture.qualities))}; metric in {', '.join(architecture.metrics)}; "
-        f"mode in {', '.join(MODES)}. See :class:`PretrainedCodec`."
+        f"mode in {', '.join(CodecMode.values())}. See :class:`PretrainedCodec`."
     )
     return factory
 
 
+def architecture_info(architecture: LearnedArchitecture) -> CodecInfo:
+    """The codec facts of a learned architecture: its qualities and weights per metric; the app starts in the middle."""
+    qualities = architecture.qualities
+    paper = next(iter(architecture.specs.values())).paper
+    return CodecInfo(
+        description=f"{architecture.name} ({architecture.model_class.__name__}; {paper})",
+        qualities=qualities,
+        default_quality=DEFAULT_QUALITY,
+        start_quality=qualities[len(qualities) // 2],
+        weights=architecture.weights(architecture.metrics[0]),
+        weight_variants={"metric": {metric: architecture.weights(metric) for metric in architecture.metrics}},
+        modes=tuple(CodecMode),
+        rate_attack=True,  # PretrainedCodec.rd_surrogate
+    )
+
+
 for _architecture in ARCHITECTURES.values():
     hub.register_weights(_architecture.specs.values())
-    add_codec(_architecture.name, _codec_factory(_architecture), PretrainedCodec)
+    add_codec(_architecture.name, _codec_factory(_architecture), PretrainedCodec, architecture_info(_architecture))
 del _architecture

@@ -45,14 +45,15 @@ from ...hub import ManualDownloadWeightSpec
 from ..base import Codec, CodecOutput, check_image_batch, pad_to_multiple, straight_through_clamp
 from ..compressai.zoo import convert_zoo_state_dict
 from .model import CODER_TABLES, ELIC
-from ..compressai.codec import MODES, check_mode
 from ..factory import register_codec
+from ..info import CodecInfo, CodecMode
 
 __all__ = [
     "PAPER",
     "QUALITIES",
     "DRIVE_IDS",
     "SPECS",
+    "INFO",
     "elic_spec",
     "check_quality",
     "convert_state_dict",
@@ -116,6 +117,13 @@ def elic_spec(q: int) -> ManualDownloadWeightSpec:
 
 SPECS: dict[int, ManualDownloadWeightSpec] = {q: elic_spec(q) for q in QUALITIES}
 hub.register_weights(SPECS.values())
+INFO = CodecInfo(
+    description=f"ELIC; {PAPER}",
+    qualities=QUALITIES,
+    default_quality=DEFAULT_QUALITY,
+    weights=SPECS,
+    modes=tuple(CodecMode),
+)
 
 
 # --------------------------------------------------------------------------- conversion
@@ -196,22 +204,22 @@ class ELICCodec(Codec):
         (N, 3, H, W) in [0, 1], any H, W -> ``x_hat`` (N, 3, H, W) in [0, 1], ``bpp`` (N,).
     """
 
-    def __init__(self, model: ELIC, mode: str = "fast") -> None:
+    def __init__(self, model: ELIC, mode: CodecMode | str = CodecMode.FAST) -> None:
         super().__init__()
-        self.mode = check_mode(mode)
+        self.mode = CodecMode(mode)
         self.model = model.eval()
         self.multiple = model.downsampling_factor
         if model.update():
             logger.debug("built ELIC's entropy coder tables")
         self.codec_name = "elic"
-        self.params = {"mode": mode}
+        self.params = {"mode": self.mode.value}
 
     def forward(self, x: Tensor) -> CodecOutput:
         """Compress and reconstruct ``x`` (N, 3, H, W) in [0, 1]."""
         check_image_batch(x)
         with torch.no_grad():
             padded, (height, width) = pad_to_multiple(x.float(), self.multiple)
-            if self.mode == "fast":
+            if self.mode is CodecMode.FAST:
                 y_hat, y_bits, z_bits = self.model.quantize_latents(self.model.g_a(padded))
                 x_hat, bits = self.model.g_s(y_hat), (y_bits + z_bits).double()
             else:
@@ -239,8 +247,8 @@ class ELICCodec(Codec):
         return straight_through_clamp(x_hat[..., :height, :width])
 
 
-@register_codec("elic", builds=ELICCodec)
-def create_elic(q: int | str = DEFAULT_QUALITY, mode: str = "fast", weights: str | Path | None = None) -> ELICCodec:
+@register_codec("elic", builds=ELICCodec, info=INFO)
+def create_elic(q: int | str = DEFAULT_QUALITY, mode: CodecMode | str = CodecMode.FAST, weights: str | Path | None = None) -> ELICCodec:
     """ELIC (He et al., CVPR 2022), re-implementation weights; see :mod:`hac.codecs.elic.codec`.
 
     Args:
@@ -249,11 +257,11 @@ def create_elic(q: int | str = DEFAULT_QUALITY, mode: str = "fast", weights: str
         weights: a local weights file instead of ``weights/elic-<q>.safetensors``.
     """
     q = check_quality(q)
-    check_mode(mode)
+    mode = CodecMode(mode)
     codec = ELICCodec(load_elic(q, weights), mode)
     codec.params = {"q": f"{q:04d}"}
-    if mode != MODES[0]:
-        codec.params["mode"] = mode
+    if mode is not CodecMode.FAST:
+        codec.params["mode"] = mode.value
     if weights is not None:
         codec.params["weights"] = str(weights)
     return codec

@@ -52,14 +52,15 @@ from ... import hub
 from ...hub import ManualDownloadWeightSpec
 from ..base import Codec, CodecOutput, check_image_batch, straight_through_clamp
 from .model import HiFiC, HiFiCConfig, LIKELIHOOD_TYPES
-from ..compressai.codec import MODES, check_mode
 from ..factory import register_codec
+from ..info import CodecInfo, CodecMode
 
 __all__ = [
     "PAPER",
     "QUALITIES",
     "QUALITY_CONFIGS",
     "SPECS",
+    "INFO",
     "MODEL_PREFIXES",
     "IGNORED_PREFIXES",
     "CONFIG_PREFIX",
@@ -119,9 +120,7 @@ _REQUIRED_ARGS = {"use_channel_norm": True, "sample_noise": False, "use_latent_m
 
 def check_quality(q: object) -> str:
     """``q`` if it is ``low``, ``med`` or ``high``, else ``ValueError`` naming them."""
-    if q not in DRIVE_IDS:
-        raise ValueError(f"hific quality q must be one of {', '.join(QUALITIES)}, got {q!r}")
-    return str(q)
+    return str(INFO.check_quality(q, "hific"))
 
 
 def _spec(q: str) -> ManualDownloadWeightSpec:
@@ -142,6 +141,13 @@ def _spec(q: str) -> ManualDownloadWeightSpec:
 
 SPECS: dict[str, ManualDownloadWeightSpec] = {q: _spec(q) for q in QUALITIES}
 hub.register_weights(SPECS.values())
+INFO = CodecInfo(
+    description=f"HiFiC; {PAPER}",
+    qualities=QUALITIES,
+    default_quality=DEFAULT_QUALITY,
+    weights=SPECS,
+    modes=tuple(CodecMode),
+)
 
 
 # --------------------------------------------------------------------------- conversion
@@ -335,12 +341,12 @@ class HiFiCCodec(Codec):
         ``x_hat`` (N, 3, H, W) in [0, 1], ``bpp`` (N,).
     """
 
-    def __init__(self, model: HiFiC, mode: str = "fast") -> None:
+    def __init__(self, model: HiFiC, mode: CodecMode | str = CodecMode.FAST) -> None:
         super().__init__()
-        self.mode = check_mode(mode)
+        self.mode = CodecMode(mode)
         self.model = model.eval()
         self.codec_name = "hific"
-        self.params = {"mode": mode}
+        self.params = {"mode": self.mode.value}
 
     def _to_model(self, x: Tensor) -> Tensor:
         return 2 * x - 1 if self.model.config.normalize_input_image else x
@@ -354,7 +360,7 @@ class HiFiCCodec(Codec):
         height, width = x.shape[-2:]
         with torch.no_grad():
             y = self.model.analysis(self._to_model(x.float()))
-            if self.mode == "fast":
+            if self.mode is CodecMode.FAST:
                 y_hat, y_bits, z_bits = self.model.quantize_latents(y)
                 bits = (y_bits + z_bits).double()
             else:
@@ -379,8 +385,8 @@ class HiFiCCodec(Codec):
         return straight_through_clamp(self._from_model(x_hat))
 
 
-@register_codec("hific", builds=HiFiCCodec)
-def create_hific(q: str = DEFAULT_QUALITY, mode: str = "fast", weights: str | Path | None = None) -> HiFiCCodec:
+@register_codec("hific", builds=HiFiCCodec, info=INFO)
+def create_hific(q: str = DEFAULT_QUALITY, mode: CodecMode | str = CodecMode.FAST, weights: str | Path | None = None) -> HiFiCCodec:
     """HiFiC (Mentzer et al., NeurIPS 2020), PyTorch-port weights; see :mod:`hac.codecs.hific.codec`.
 
     Args:
@@ -389,11 +395,11 @@ def create_hific(q: str = DEFAULT_QUALITY, mode: str = "fast", weights: str | Pa
         weights: a local weights file instead of ``weights/hific-<q>.safetensors``.
     """
     q = check_quality(q)
-    check_mode(mode)
+    mode = CodecMode(mode)
     codec = HiFiCCodec(load_hific(q, weights), mode)
     codec.params = {"q": q}
-    if mode != MODES[0]:
-        codec.params["mode"] = mode
+    if mode is not CodecMode.FAST:
+        codec.params["mode"] = mode.value
     if weights is not None:
         codec.params["weights"] = str(weights)
     return codec
