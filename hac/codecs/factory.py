@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
@@ -17,7 +18,7 @@ from .resampled import ResampledCodec, check_scale
 __all__ = [
     "CODECS", "CodecEntry", "register_codec", "add_codec", "codec_factory", "codec_class", "codec_info", "check_codec_params",
     "create_codec", "codec_names",
-    "load_all_codec_modules", "CODEC_MODULES", "SCALE_PARAM",
+    "load_all_codec_modules", "SCALE_PARAM",
 ]
 
 
@@ -35,9 +36,6 @@ CODECS: Registry[CodecEntry] = Registry("codec")
 # A parameter every codec takes, applied by create_codec around the codec it builds.
 SCALE_PARAM = "scale"
 
-# Modules that register codecs when imported; imported on first use so that
-# `import hac` does no work.
-CODEC_MODULES = ("classical", "compressai.zoo", "comdefend", "elic.codec", "hific.codec")
 
 
 def add_codec(name: str, factory: Callable[..., Codec], builds: type[Codec], info: CodecInfo | None = None) -> None:
@@ -82,11 +80,17 @@ def codec_info(name: str) -> CodecInfo:
 
 
 def load_all_codec_modules() -> None:
+    """Import every module of :mod:`hac.codecs` (those that register codecs do so on import).
+
+    Done on first use, so that ``import hac`` does no work; a new codec is one module
+    with its ``@register_codec(name, info=...)``, found here without further edits.
+    """
+    package = importlib.import_module(__package__)
     with warnings.catch_warnings():
         # compressai's import scripts a function with torch.jit, which torch now deprecates
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-        for module in CODEC_MODULES:
-            importlib.import_module(f"{__package__}.{module}")
+        for module in pkgutil.walk_packages(package.__path__, f"{__package__}."):
+            importlib.import_module(module.name)
 
 
 def codec_names() -> list[str]:

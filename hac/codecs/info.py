@@ -93,6 +93,12 @@ class CodecInfo:
             if quality is not None and quality not in self.qualities:
                 raise ValueError(f"weights for quality {quality!r}, which is not one of {self.describe_qualities()}")
 
+    @classmethod
+    def learned(cls, description: str, weights: Weights, default_quality: Quality, **facts: Any) -> "CodecInfo":
+        """A learned codec with one set of weights per quality (its qualities are the keys of ``weights``)
+        that runs in every :class:`CodecMode`; ``facts`` sets the other fields."""
+        return cls(description, tuple(weights), default_quality, weights=weights, modes=tuple(CodecMode), **facts)
+
     @property
     def has_quality(self) -> bool:
         return self.qualities is not None

@@ -289,14 +289,12 @@ def architecture_info(architecture: LearnedArchitecture) -> CodecInfo:
     """The codec facts of a learned architecture: its qualities and weights per metric; the app starts in the middle."""
     qualities = architecture.qualities
     paper = next(iter(architecture.specs.values())).paper
-    return CodecInfo(
-        description=f"{architecture.name} ({architecture.model_class.__name__}; {paper})",
-        qualities=qualities,
-        default_quality=DEFAULT_QUALITY,
+    return CodecInfo.learned(
+        f"{architecture.name} ({architecture.model_class.__name__}; {paper})",
+        architecture.weights(architecture.metrics[0]),
+        DEFAULT_QUALITY,
         start_quality=qualities[len(qualities) // 2],
-        weights=architecture.weights(architecture.metrics[0]),
         weight_variants={"metric": {metric: architecture.weights(metric) for metric in architecture.metrics}},
-        modes=tuple(CodecMode),
         rate_attack=True,  # PretrainedCodec.rd_surrogate
     )
 

@@ -117,13 +117,7 @@ def elic_spec(q: int) -> ManualDownloadWeightSpec:
 
 SPECS: dict[int, ManualDownloadWeightSpec] = {q: elic_spec(q) for q in QUALITIES}
 hub.register_weights(SPECS.values())
-INFO = CodecInfo(
-    description=f"ELIC; {PAPER}",
-    qualities=QUALITIES,
-    default_quality=DEFAULT_QUALITY,
-    weights=SPECS,
-    modes=tuple(CodecMode),
-)
+INFO = CodecInfo.learned(f"ELIC; {PAPER}", SPECS, DEFAULT_QUALITY)
 
 
 # --------------------------------------------------------------------------- conversion

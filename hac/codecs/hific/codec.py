@@ -141,13 +141,7 @@ def _spec(q: str) -> ManualDownloadWeightSpec:
 
 SPECS: dict[str, ManualDownloadWeightSpec] = {q: _spec(q) for q in QUALITIES}
 hub.register_weights(SPECS.values())
-INFO = CodecInfo(
-    description=f"HiFiC; {PAPER}",
-    qualities=QUALITIES,
-    default_quality=DEFAULT_QUALITY,
-    weights=SPECS,
-    modes=tuple(CodecMode),
-)
+INFO = CodecInfo.learned(f"HiFiC; {PAPER}", SPECS, DEFAULT_QUALITY)
 
 
 # --------------------------------------------------------------------------- conversion
