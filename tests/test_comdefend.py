@@ -1,4 +1,4 @@
-"""ComDefend (hac.codecs.comdefend), its weight converter (hac.hub.convert) and its training.
+"""ComDefend (hac.codecs.comdefend), its weight converter (hac.codecs.comdefend_conversion) and its training.
 
 Mechanics run on random weights written to tmp_path; the official CIFAR-10 weights
 in ../shared are used (marker ``shared_data``) for the claim that the layout and
@@ -31,7 +31,8 @@ from hac.codecs.comdefend import (
     load_comdefend,
     to_tiles,
 )
-from hac.hub.convert import comdefend_layer_shapes, convert_comdefend, read_weight_list
+from hac.codecs.comdefend_conversion import comdefend_layer_shapes, convert_comdefend
+from hac.hub.convert import read_weight_list
 from hac.hub import UnsafeWeightsError
 from hac.core.metrics import psnr
 

@@ -26,11 +26,7 @@ LAYERS = {
 """A sub-package may import its own layer's sub-packages and the ones below (``hac/__init__.py`` and
 ``hac/__main__.py`` sit above all). Same-layer pairs may not form a module cycle either (tested below)."""
 
-KNOWN_WRONG_WAY = {
-    # hub.convert reads ComDefend's channel widths and official weight specs from the codec module
-    # (function-level imports); delete the entry when that knowledge moves, so that it cannot come back.
-    ("hac.hub.convert", "hac.codecs.comdefend"),
-}
+KNOWN_WRONG_WAY: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:

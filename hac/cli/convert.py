@@ -29,7 +29,7 @@ def _add_comdefend(parser: argparse.ArgumentParser) -> None:
 
 def _run_comdefend(args: argparse.Namespace) -> Path:
     from ..codecs.comdefend import OFFICIAL, OFFICIAL_DEC, OFFICIAL_ENC
-    from ..hub.convert import convert_comdefend
+    from ..codecs.comdefend_conversion import convert_comdefend
 
     # Without --enc/--dec: the published files, from hac's download cache (or downloaded when online).
     enc = args.enc or hub.resolve_weights(OFFICIAL_ENC).path
@@ -95,7 +95,7 @@ def add_parser(subparsers) -> None:
         "convert",
         help="convert published weights in unsafe formats (pickles) to safetensors, once",
         description="Convert published weights to safetensors. The source files are read without running "
-        "code from them (see hac.hub.convert); hac's codecs then load only the safetensors file.",
+        "code from them (see hac.hub.convert and hac.codecs.comdefend_conversion); hac's codecs then load only the safetensors file.",
     )
     formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     for name, (text, add_arguments, _) in FORMATS.items():

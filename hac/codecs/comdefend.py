@@ -35,7 +35,7 @@ its initial value, std 1.0, so ``noise=1`` reproduces them.
 
 **Weights.** The codec only loads safetensors: ``comdefend-official`` (the official
 weights, converted once by ``python -m hac convert comdefend``, see
-:mod:`hac.hub.convert`) or ``hac-comdefend-cifar10`` (trained by ``hac.training
+:mod:`hac.codecs.comdefend_conversion`) or ``hac-comdefend-cifar10`` (trained by ``hac.training
 --architecture comdefend``).
 """
 
