@@ -192,7 +192,7 @@ def test_resume_after_kill_9_loses_nothing(tmp_path, tiny, jpeg):
     assert resumed.run.run["units_reused_from_store"] >= done_before - 1 > 0
     assert resumed.run.outcome == reference.run.outcome
     assert resumed.verdict.worst_case == reference.verdict.worst_case
-    keys = [(r["c"], r["i"]) for r in map(json.loads, store.read_text().splitlines()) if r["kind"] == "row"]
+    keys = [(r["cell"], r["image"]) for r in map(json.loads, store.read_text().splitlines()) if r["kind"] == "row"]
     assert len(keys) == len(set(keys))
     again = audit(config, out, classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
     assert again.run.run["units_computed"] == 0
@@ -250,3 +250,25 @@ def test_undefended_efficientnet_audits_to_zero(shared_dir, classifier, tmp_path
                          square_queries=20, checks=parse_checks("apgd-ce,random-gradient"))
     result = audit(config, tmp_path, classifier=classifier, surrogate_cache=None)
     assert result.verdict.images == 6 and result.verdict.robust == 0
+
+
+def test_app_audit_tab_shows_the_verdict_card():
+    from gradio import Error
+
+    from hac.app.audit import MAX_AUDIT_IMAGES, run_audit
+    from hac.app.batch import SAMPLE_DATASET
+    from hac.app.cache import ModelCache
+    from hac.app.files import RunFiles
+    from hac.app.ui import build_demo
+
+    cache, files = ModelCache("cpu"), RunFiles()
+    out = run_audit(cache, files, SAMPLE_DATASET, "efficientnet-lite0", "jpeg:q=25", 1, 2, 4, ["bpda"])
+    assert out.card.startswith("### Verdict: efficientnet-lite0 + jpeg:q=25 x1 at ε = 4/255")
+    assert "Robust accuracy" in out.card and "Not run" in out.card
+    assert list(out.steps["step"]) == ["oblivious-pgd", "bpda-pgd"] and out.archive.endswith(".zip")
+    with pytest.raises(Error, match=f"1 to {MAX_AUDIT_IMAGES} images"):
+        run_audit(cache, files, SAMPLE_DATASET, "efficientnet-lite0", "", 1, MAX_AUDIT_IMAGES + 1, 4, ["bpda"])
+    with pytest.raises(Error, match="unknown audit check 'nope'"):
+        run_audit(cache, files, SAMPLE_DATASET, "efficientnet-lite0", "", 1, 2, 4, ["nope"])
+    tabs = [block.label for block in build_demo(cache, files).blocks.values() if type(block).__name__ == "Tab"]
+    assert "Audit" in tabs

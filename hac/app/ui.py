@@ -1,4 +1,4 @@
-"""The Gradio Blocks: four tabs wired to :mod:`hac.app.handlers`, :mod:`hac.app.batch` and :mod:`hac.app.codec_attack`.
+"""The Gradio Blocks: five tabs wired to :mod:`hac.app.handlers`, :mod:`hac.app.batch`, :mod:`hac.app.codec_attack` and :mod:`hac.app.audit`.
 
 ``build_demo()`` only lays out components and lists what is on this machine
 (which weights are present); no model is loaded until a request needs one.
@@ -17,6 +17,7 @@ from ..attacks.classifier_attacks import attack_names
 from ..models.classifiers import DEFAULT_CLASSIFIER
 from ..attacks.codec_attacks import Objective
 from ..attacks.threats import ThreatModel
+from . import audit
 from . import batch
 from . import codec_attack
 from . import handlers
@@ -271,7 +272,7 @@ def _batch_tab(cache: ModelCache, files: RunFiles) -> None:
 def build_demo(
     cache: ModelCache | None = None, files: RunFiles | None = None, concurrency_limit: int | None = None
 ) -> gr.Blocks:
-    """The app: "Attack & purify", "Batch evaluation", "Attack the codec" and "About" tabs, with a bounded queue.
+    """The app: "Attack & purify", "Batch evaluation", "Attack the codec", "Audit" and "About" tabs, with a bounded queue.
 
     Args:
         cache: the model cache to share across requests (default: a new, empty one on the CPU,
@@ -301,6 +302,8 @@ def build_demo(
                 _batch_tab(cache, files)
             with gr.Tab("Attack the codec", id="codec-attack"):
                 _codec_attack_tab(cache, files)
+            with gr.Tab("Audit", id="audit"):
+                audit.build_tab(cache, files)
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT_MARKDOWN, elem_id="about")
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=concurrency_limit)

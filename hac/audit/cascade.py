@@ -102,10 +102,10 @@ class _Cascade:
         self.clean: dict[str, tuple[int, bool]] = {}
         self.outcome: dict[tuple[str, str], bool] = {}
         for row in store.rows:
-            if row["c"] == "clean":
-                self.clean[row["i"]] = (row["y"], bool(row["ok"]))
+            if row["cell"] == "clean":
+                self.clean[row["image"]] = (row["label"], bool(row["ok"]))
             else:
-                self.outcome[row["c"], row["i"]] = bool(row["ok"])
+                self.outcome[row["cell"], row["image"]] = bool(row["ok"])
         self.attacker = StepAttacker(config, classifier, purifier, lambda: images.load(self.batches[0])[1], cache)
         self.done = self.computed = 0
         self.total = 0
@@ -124,8 +124,8 @@ class _Cascade:
         ids, x, y = self.images.load(self.batches[b])
         self.store.skip({i: "unreadable" for i in self.batches[b] if i not in ids and i not in self.store.skipped})
         ok = self.attacker.correct(x, y).tolist() if ids else []
-        rows = [{"c": "clean", "b": b, "i": i, "y": int(label), "ok": int(o)} for i, label, o in zip(ids, y.tolist(), ok)]
-        self.store.commit(rows, {"c": "clean", "b": b, "n": len(rows), "seconds": round(time.perf_counter() - started, 4),
+        rows = [{"cell": "clean", "batch": b, "image": i, "label": int(label), "ok": int(o)} for i, label, o in zip(ids, y.tolist(), ok)]
+        self.store.commit(rows, {"cell": "clean", "batch": b, "n": len(rows), "seconds": round(time.perf_counter() - started, 4),
                                  "cpu_seconds": round(time.process_time() - cpu, 4)})
         for i, label, o in zip(ids, y.tolist(), ok):
             self.clean[i] = (int(label), bool(o))
@@ -148,7 +148,7 @@ class _Cascade:
             return
         started, cpu = time.perf_counter(), time.process_time()
         targets = self._targets(step, earlier, b)
-        commit = {"c": step.id, "b": b, "n": len(targets)}
+        commit = {"cell": step.id, "batch": b, "n": len(targets)}
         rows = []
         if targets:
             seed = unit_seed(self.config.seed, step.id, b)
@@ -163,7 +163,7 @@ class _Cascade:
                 with torch.no_grad():
                     commit["loss"] = [round(F.cross_entropy(model(x), y).item(), 5), round(F.cross_entropy(model(x_adv), y).item(), 5)]
             ok = self.attacker.correct(x_adv, y).tolist()
-            rows = [{"c": step.id, "b": b, "i": i, "ok": int(o), "linf": round(float((a - c).abs().max()) * 255, 3)}
+            rows = [{"cell": step.id, "batch": b, "image": i, "ok": int(o), "linf": round(float((a - c).abs().max()) * 255, 3)}
                     for i, o, a, c in zip(ids, ok, x_adv, x)]
             commit["seed"] = seed
         commit.update(seconds=round(time.perf_counter() - started, 4), cpu_seconds=round(time.process_time() - cpu, 4))
@@ -173,7 +173,7 @@ class _Cascade:
             stats["recorded"] = True
         self.store.commit(rows, commit)
         for row in rows:
-            self.outcome[step.id, row["i"]] = bool(row["ok"])
+            self.outcome[step.id, row["image"]] = bool(row["ok"])
         self.computed += 1
 
     def _phase(self, steps: list[Step], offset: list[Step]) -> None:

@@ -34,9 +34,11 @@ def verdict_card(verdict: Verdict) -> str:
         f"- Achieved by: the worst case over every attack below; the attack that broke the most images beyond "
         f"the oblivious one: `{verdict.achieved_by or 'none'}`",
     ]
-    if verdict.oblivious is not None:
+    if verdict.oblivious is not None and verdict.defended:
         gap = verdict.oblivious - verdict.robust_accuracy
         lines.append(f"- Oblivious PGD (never the verdict): {_pct(verdict.oblivious)}, overstating robustness by {gap * 100:.1f} points")
+    elif verdict.oblivious is not None:
+        lines.append(f"- White-box PGD alone: {_pct(verdict.oblivious)} (no purifier, so no oblivious attacker)")
     flags = verdict.flags
     lines.append(f"- Flags: {'; '.join(flags) if flags else 'none'}")
     if verdict.masked:

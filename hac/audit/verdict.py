@@ -65,6 +65,7 @@ class Verdict:
     """The audit's answer for one defence at one eps."""
 
     defence: str
+    defended: bool
     eps: float
     images: int
     clean_correct: int
@@ -224,6 +225,7 @@ def verdict_of(run: AuditRun) -> Verdict:
     worst = [{"image": i, "label": run.clean[i][0], "clean_correct": int(run.clean[i][1]),
               "robust": int(i in correct and i not in first_breaker), "broken_by": first_breaker.get(i, "")}
              for i in run.image_ids if i in run.clean]
-    return Verdict(defence=run.defence, eps=run.config.eps, images=n, clean_correct=len(correct), robust=robust,
+    defended = any(s.family == "oblivious" for s in run.steps)
+    return Verdict(defence=run.defence, defended=defended, eps=run.config.eps, images=n, clean_correct=len(correct), robust=robust,
                    interval=wilson_interval(robust, n) if n else (0.0, 1.0), oblivious=oblivious, achieved_by=achieved,
                    upper_bound=upper, per_step=per_step, checks=checks, not_run=dict(run.not_run), worst_case=worst)
