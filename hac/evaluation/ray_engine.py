@@ -40,6 +40,7 @@ class _UnitActor:
 
         torch.set_num_threads(threads)
         self.runner = UnitRunner(work)
+        self.runner.prepare()
 
     def run(self, unit: Unit) -> list[tuple]:
         sink = RecordingSink()

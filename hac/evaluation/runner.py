@@ -310,6 +310,11 @@ class UnitRunner:
                 self._classifiers[name] = (classifier, net)
         return self._classifiers[name]
 
+    def prepare(self) -> None:
+        """Build every classifier of the grid now (an engine's workers do, before their first unit)."""
+        for name in dict.fromkeys(cell.classifier for cell in self.cells.values()):
+            self._classifier(name)
+
     def run(self, unit: Unit, sink: StoreSink | RecordingSink) -> None:
         """Compute one unit, writing its (cell, batch) commits into ``sink`` as each is done."""
         self.sink = sink
