@@ -84,6 +84,14 @@ class ModelCache:
                 codecs.append(self._codecs.get_or_build(key, lambda: create_codec(spec).to(self.device).eval()))
         return codecs
 
+    def move_to(self, device: str | torch.device) -> None:
+        """Move every loaded model to ``device``, where models built from now on go too (on ZeroGPU: the GPU,
+        inside a call's forked worker, so the main process keeps its CPU copies)."""
+        with self._lock:
+            self.device = torch.device(device)
+            for model in [*self._classifiers.items.values(), *self._codecs.items.values()]:
+                model.to(self.device)
+
     def loaded(self) -> dict[str, list[str]]:
         """Names of what is loaded now, for diagnostics."""
         with self._lock:

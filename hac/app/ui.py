@@ -20,7 +20,9 @@ from ..attacks.threats import ThreatModel
 from . import audit
 from . import batch
 from . import codec_attack
+from . import gpu
 from . import handlers
+from . import work
 from .about import ABOUT_MARKDOWN
 from .cache import ModelCache
 from ..evaluation.datasets import hub_offline
@@ -158,7 +160,7 @@ def _attack_tab(cache: ModelCache, files: RunFiles) -> None:
     classifier.change(handlers.check_classifier, classifier, None, api_visibility="private")
     codec.change(handlers.quality_for_codec, codec, quality, api_visibility="private")
     run.click(
-        functools.partial(handlers.run_attack, cache, files),
+        functools.partial(gpu.on_gpu(handlers.run_attack, work.attack_work), cache, files),
         inputs=[image, classifier, attack, eps, steps, threat, codec, quality, chain, rounds, seed],
         outputs=[
             clean_out, adversarial_out, purified_out, perturbation_out, slider,
@@ -209,7 +211,7 @@ def _codec_attack_tab(cache: ModelCache, files: RunFiles) -> None:
 
     codec.change(handlers.quality_for_codec, codec, quality, api_visibility="private")
     run.click(
-        functools.partial(codec_attack.run_codec_attack, cache, files),
+        functools.partial(gpu.on_gpu(codec_attack.run_codec_attack, work.codec_attack_work), cache, files),
         inputs=[image, codec, quality, objective, eps, steps],
         outputs=[clean_out, attacked_out, clean_in, attacked_in, perturbation, summary],
         api_name="codec_attack",
@@ -261,7 +263,7 @@ def _batch_tab(cache: ModelCache, files: RunFiles) -> None:
     preset.change(batch.preset_fields, preset, [limit, attacks, eps, codecs, rounds, threats], api_name="batch_preset")
     preset.change(batch.preset_description, preset, about, api_visibility="private")
     run.click(
-        functools.partial(batch.run_batch, cache, files),
+        functools.partial(gpu.on_gpu(batch.run_batch, work.batch_work), cache, files),
         inputs=[dataset, preset, limit, attacks, eps, codecs, rounds, threats, compare],
         outputs=[summary, plots, download, status, paired],
         api_name="batch",
@@ -275,8 +277,8 @@ def build_demo(
     """The app: "Attack & purify", "Batch evaluation", "Attack the codec", "Audit" and "About" tabs, with a bounded queue.
 
     Args:
-        cache: the model cache to share across requests (default: a new, empty one on the CPU,
-            or CUDA when available).
+        cache: the model cache to share across requests (default: a new, empty one on
+            :func:`hac.app.gpu.model_device`).
         files: scratch folder for results (default: a new private temporary folder).
         concurrency_limit: requests of one event served at once (default ``$HAC_APP_CONCURRENCY``
             or :data:`CONCURRENCY_LIMIT`); the others wait in a queue of :data:`QUEUE_MAX_SIZE`.
@@ -284,9 +286,9 @@ def build_demo(
     if concurrency_limit is None:
         concurrency_limit = int(os.environ.get("HAC_APP_CONCURRENCY", CONCURRENCY_LIMIT))
     if cache is None:
-        import torch
-
-        cache = ModelCache("cuda" if torch.cuda.is_available() else "cpu")
+        cache = ModelCache(gpu.model_device())
+    if gpu.on_zero_gpu():  # load the default classifier once here: models first loaded inside a GPU call are not kept
+        cache.classifier(DEFAULT_CLASSIFIER)
     files = files or RunFiles()
     with gr.Blocks(title="hac — compression as an adversarial defence", analytics_enabled=False,
                    delete_cache=(900, 3600)) as demo:

@@ -1,0 +1,66 @@
+"""How much work each model-running tab's request asks for (:class:`hac.app.gpu.GpuWork`), from its fields.
+
+A unit is one classifier step; a (image, cell) pair costs ``(attack steps x EOT samples + 1) x codec passes``
+(chain length x rounds), the count issue 26's work budget uses. These estimates size the ZeroGPU call;
+the work budget that refuses requests on every machine is to replace them (one estimate for both).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..core.specs import parse_chain, parse_spec
+from . import batch, handlers
+from .gpu import GpuWork
+
+__all__ = ["attack_work", "codec_attack_work", "batch_work", "EOT_SAMPLES", "DEFAULT_STEPS"]
+
+EOT_SAMPLES = 8
+"""Model calls per attack step under the ``eot`` threat model."""
+DEFAULT_STEPS = 10
+"""Steps counted for an attack spec that does not set ``steps``."""
+
+
+def _cell_units(attack_spec: str, threat: str, chain: str | None, rounds: int) -> float:
+    steps = int(parse_spec(attack_spec).params.get("steps", DEFAULT_STEPS))
+    steps *= EOT_SAMPLES if threat == "eot" else 1
+    passes = 1 if chain is None else max(1, len(parse_chain(chain)) * rounds)
+    return (steps + 1) * passes
+
+
+def attack_work(fields: Mapping[str, Any]) -> GpuWork:
+    """The "Attack & purify" tab (:func:`hac.app.handlers.run_attack`)."""
+    steps = handlers.int_setting("steps", fields["steps"], 1, handlers.MAX_STEPS)
+    rounds = handlers.int_setting("rounds", fields["rounds"], 1, handlers.APP_MAX_ROUNDS)
+    spec = handlers.attack_spec(fields["attack"], fields["eps_255"], steps)
+    chain = (fields["chain"] or "").strip() or handlers.codec_spec(fields["codec"], fields["quality"])
+    command = (f"python -m hac attack --image IMAGE --classifier {fields['classifier']} --attack '{spec}' "
+               f"--threat {fields['threat']} --codec '{chain}' --rounds {rounds} --seed {fields['seed']}")
+    return GpuWork(_cell_units(spec, fields["threat"], chain, rounds), command)
+
+
+def codec_attack_work(fields: Mapping[str, Any]) -> GpuWork:
+    """The "Attack the codec" tab (:func:`hac.app.codec_attack.run_codec_attack`): PGD from two starts on one crop."""
+    steps = handlers.int_setting("steps", fields["steps"], 1, handlers.MAX_STEPS)
+    spec = handlers.codec_spec(fields["codec"], fields["quality"])
+    command = (f"python -m hac codec-attack --data FOLDER --codecs '{spec}' --objective {fields['objective']} "
+               f"--eps {fields['eps_255']}/255 --steps {steps}")
+    return GpuWork(2 * (steps + 1) * len(parse_chain(spec)), command)
+
+
+def batch_work(fields: Mapping[str, Any]) -> GpuWork:
+    """The "Batch evaluation" tab (:func:`hac.app.batch.run_batch`): its images times its grid's cells."""
+    from ..evaluation import runner as evaluate
+
+    limit = int(fields["limit"] or 0)
+    raw = batch.BatchFields(limit, fields["attacks"], fields["eps"], fields["codecs"], fields["rounds"],
+                            list(fields["threats"] or []))
+    config = evaluate.load_config(batch._config_from_fields(fields["preset"], raw))
+    images = limit or config.data.limit or batch.MAX_BATCH_IMAGES
+    units = images * sum(
+        _cell_units(cell.attack, cell.threat, None if cell.is_baseline else cell.codec, max(cell.rounds, 1))
+        for cell in config.cells()
+    )
+    command = (f"python -m hac eval --preset {fields['preset']} --data FOLDER --limit {images} "
+               "(or --config CONFIG.yaml with the tab's edits)")
+    return GpuWork(units, command)
