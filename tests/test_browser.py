@@ -6,6 +6,7 @@ Screenshots land in ``artifacts/screenshots/`` as test artefacts.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -42,7 +43,13 @@ def app_url(tmp_path_factory):
     with open(log, "wb") as out, pytest.MonkeyPatch.context() as patch:
         patch.setenv("HAC_DATA_ROOT", str(data_root))
         process = start_app(port, out)
-    url = f"http://127.0.0.1:{port}/"
+    with serving(process, f"http://127.0.0.1:{port}/", log) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(process, url: str, log: Path):
+    """``url`` once the app ``process`` serves it (the test fails with the log's tail if it does not); stopped after."""
     try:
         try:
             wait_until_served(url, process, timeout=180)

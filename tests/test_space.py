@@ -34,14 +34,25 @@ def test_readme_front_matter_is_spaces_yaml():
 
 
 def test_space_settings_match_the_project():
+    """spaces.yaml is what hac.app.space declares: ZeroGPU, a Python ZeroGPU builds (3.10 or 3.12), this Gradio,
+    every Hub file the app loads preloaded (the classifiers, hac's own weights at the pinned revision)."""
+    from hac.app.space import space_settings
+    from hac.hub import hub_location
+
     spaces = _spaces()
+    assert spaces == space_settings()
     assert spaces["sdk"] == "gradio" and spaces["sdk_version"] == gradio.__version__
     assert (ROOT / spaces["app_file"]).is_file()
-    assert spaces["python_version"] == "3.11" and spaces["license"] == "mit"
-    assert len(spaces.get("short_description", "")) <= 60
+    assert spaces["python_version"].startswith(("3.10", "3.12")) and spaces["suggested_hardware"] == "zero-a10g"
+    assert spaces["license"] == "mit" and len(spaces.get("short_description", "")) <= 60
     entries = [CLASSIFIERS.get(name) for name in CLASSIFIERS.names()]
     hub = sorted(f"{e.weights.repo_id} {e.weights.filename}" for e in entries if e.weights.repo_id)
-    assert sorted(spaces["preload_from_hub"]) == hub
+    location = hub_location()
+    own = [line for line in spaces["preload_from_hub"] if line.startswith(location.repo_id + " ")]
+    assert sorted(set(spaces["preload_from_hub"]) - set(own)) == hub
+    repo, files, revision = own[0].split(" ")
+    assert revision == location.revision and len(files.split(",")) == len(location.sha256)
+    assert location.repo_id in spaces["models"]
 
 
 # --- hac's own weights on the Hub ------------------------------------------------------------------
