@@ -14,7 +14,7 @@ import pytest
 
 from hac.app import ModelCache, RunFiles, build_demo, gpu
 
-MODEL_HANDLERS = {"attack": "run_attack", "codec_attack": "run_codec_attack", "batch": "run_batch"}
+MODEL_HANDLERS = {"attack": "run_attack", "codec_attack": "run_codec_attack", "batch": "run_batch", "audit": "run_audit"}
 
 
 class StandInSpaces(types.ModuleType):
@@ -83,7 +83,7 @@ def _work_of(handler):
     from hac.app import work
 
     return {"run_attack": work.attack_work, "run_codec_attack": work.codec_attack_work,
-            "run_batch": work.batch_work}[handler.__name__]
+            "run_batch": work.batch_work, "run_audit": work.audit_work}[handler.__name__]
 
 
 def test_the_duration_asked_for_grows_with_the_work(demo_with_stand_in, tmp_path):
@@ -99,6 +99,11 @@ def test_the_duration_asked_for_grows_with_the_work(demo_with_stand_in, tmp_path
     one = _duration(batch, dataset="sample", preset="smoke", **{**smoke, "limit": 1})
     assert one < _duration(batch, dataset="sample", preset="smoke", **{**smoke, "limit": 5})
     assert one < _duration(batch, dataset="sample", preset="smoke", **{**smoke, "limit": 1, "rounds": "1, 3"})
+    audit = events["audit"]
+    fields = dict(dataset="sample", classifier="efficientnet-lite0", codec="jpeg:q=25", rounds=1, eps_255=4)
+    few = _duration(audit, **fields, images=2, checks=["bpda"])
+    assert few < _duration(audit, **fields, images=2, checks=["bpda", "eot"]) < _duration(audit, **fields, images=5,
+                                                                                          checks=["bpda", "eot"])
 
 
 def _smoke_fields() -> dict:

@@ -16,6 +16,7 @@ import pandas as pd
 from ..audit.suite import CHECKS
 from ..models.classifiers import DEFAULT_CLASSIFIER
 from .batch import SAMPLE_DATASET, _dataset_path
+from . import gpu, work
 from .cache import ModelCache
 from .files import RunFiles, data_folders
 from .handlers import user_errors
@@ -98,7 +99,7 @@ def build_tab(cache: ModelCache, files: RunFiles) -> None:
             plots = gr.Gallery(label="Plots", columns=3, height=300, object_fit="contain", format="png", interactive=False)
             download = gr.File(label="Report (zip: report.md, audit.json, worst_case.csv, plots)", interactive=False)
     run.click(
-        functools.partial(run_audit, cache, files),
+        functools.partial(gpu.on_gpu(run_audit, work.audit_work), cache, files),
         inputs=[dataset, classifier, codec, rounds, images, eps, checks],
         outputs=[card, steps, plots, download],
         api_name="audit",

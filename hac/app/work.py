@@ -13,7 +13,7 @@ from ..core.specs import parse_chain, parse_spec
 from . import batch, handlers
 from .gpu import GpuWork
 
-__all__ = ["attack_work", "codec_attack_work", "batch_work", "EOT_SAMPLES", "DEFAULT_STEPS"]
+__all__ = ["attack_work", "codec_attack_work", "batch_work", "audit_work", "EOT_SAMPLES", "DEFAULT_STEPS"]
 
 EOT_SAMPLES = 8
 """Model calls per attack step under the ``eot`` threat model."""
@@ -64,3 +64,30 @@ def batch_work(fields: Mapping[str, Any]) -> GpuWork:
     command = (f"python -m hac eval --preset {fields['preset']} --data FOLDER --limit {images} "
                "(or --config CONFIG.yaml with the tab's edits)")
     return GpuWork(units, command)
+
+
+def _audit_check_steps(config) -> dict[str, int]:
+    """Model calls per image of each audit check at ``config``'s settings (an upper bound: the cascade stops
+    attacking an image once it breaks)."""
+    return {
+        "bpda": config.steps, "straight-through": config.steps, "eot": config.steps * config.eot_samples,
+        "apgd-ce": config.apgd_steps, "apgd-dlr": config.apgd_steps,
+        "learned-surrogate": config.surrogate_steps + config.steps, "acm": config.steps,
+        "square": config.square_queries, "transfer": config.steps, "random-gradient": config.steps,
+        "steps": config.steps * sum(config.steps_multipliers), "eps-sweep": config.steps * len(config.eps_sweep),
+    }
+
+
+def audit_work(fields: Mapping[str, Any]) -> GpuWork:
+    """The "Audit" tab (:func:`hac.app.audit.run_audit`): its images times the checks' steps, oblivious PGD included."""
+    from ..audit import AuditConfig
+
+    images, rounds = int(fields["images"] or 0), int(fields["rounds"] or 1)
+    codec = (fields["codec"] or "").strip()
+    config = AuditConfig(classifier=fields["classifier"], codec=codec or None, rounds=rounds, images=max(images, 1))
+    per_check = _audit_check_steps(config)
+    steps = config.steps + sum(per_check.get(check, config.steps) for check in fields["checks"] or [])
+    passes = max(1, len(parse_chain(codec)) * rounds) if codec else 1
+    command = (f"python -m hac audit --classifier {fields['classifier']} --codec '{codec}' --rounds {rounds} "
+               f"--data FOLDER --images {images} --eps {fields['eps_255']}/255 --checks {','.join(fields['checks'] or [])}")
+    return GpuWork(max(images, 1) * (steps + 1) * passes, command)
