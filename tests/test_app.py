@@ -280,7 +280,7 @@ def test_building_the_demo_loads_no_model():
     demo = build_demo(cache, RunFiles())
     assert cache.loaded() == {"classifiers": [], "codecs": []}
     public = sorted(fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public")
-    assert public == ["attack", "batch", "batch_preset", "codec_attack"]
+    assert public == ["attack", "audit", "batch", "batch_preset", "codec_attack"]
     assert demo._queue.max_size is not None and demo._queue.default_concurrency_limit >= 1
 
 
