@@ -19,10 +19,11 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from ..core.cancel import StopCheck
 from ..core.registry import Registry
 from ..core.specs import ComponentSpec, format_spec, parse_spec
 
-__all__ = ["Attack", "AttackEntry", "ATTACKS", "create_attack", "attack_names", "quantize_adversarial"]
+__all__ = ["Attack", "AttackEntry", "Interruptible", "ATTACKS", "create_attack", "attack_names", "quantize_adversarial"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,17 @@ class AttackEntry:
     targeted: bool
     paper: str
     gradient_free: bool = False
+    fixed_steps: int | None = None
+    """Model calls per run when no parameter sets them (AutoAttack's standard suite); see :meth:`steps`."""
+
+    def steps(self, params: dict) -> int:
+        """Attack steps (model forward + backward) per image and run: ``steps`` (or ``n_queries``) x ``restarts``
+        x ``eot_iter``, whichever of them the attack has; 1 for a one-step attack."""
+        if self.fixed_steps is not None:
+            return self.fixed_steps
+        merged = {**self.defaults, **params}
+        steps = merged.get("steps", merged.get("n_queries", 1))
+        return int(steps) * int(merged.get("restarts", 1)) * int(merged.get("eot_iter", 1))
 
 
 ATTACKS: Registry[AttackEntry] = Registry("attack")
@@ -77,7 +89,8 @@ _register(AttackEntry("apgd", lambda m, p: _torchattacks().APGD(m, norm="Linf", 
                       "Croce & Hein, Reliable Evaluation of Adversarial Robustness, ICML 2020 (APGD)"))
 _register(AttackEntry("autoattack", lambda m, p: _torchattacks().AutoAttack(m, norm="Linf", eps=p["eps"], version=p["version"], n_classes=p["n_classes"], seed=p["seed"]),
                       {"eps": 4 / 255, "version": "standard", "n_classes": 1000, "seed": 0}, "Linf", False,
-                      "Croce & Hein, ICML 2020 (AutoAttack: APGD-CE, APGD-T, FAB-T, Square)"))
+                      "Croce & Hein, ICML 2020 (AutoAttack: APGD-CE, APGD-T, FAB-T, Square)",
+                      fixed_steps=100 + 9 * 100 + 9 * 100 + 5000))  # APGD-CE, APGD-T and FAB-T on 9 targets, Square
 _register(AttackEntry("square", lambda m, p: _torchattacks().Square(m, norm="Linf", eps=p["eps"], n_queries=p["n_queries"], n_restarts=p["restarts"], seed=p["seed"]),
                       {"eps": 4 / 255, "n_queries": 1000, "restarts": 1, "seed": 0}, "Linf", False,
                       "Andriushchenko et al., Square Attack, ECCV 2020 (gradient-free)", gradient_free=True))
@@ -107,17 +120,31 @@ def _validate(entry: AttackEntry, params: dict) -> dict:
     return merged
 
 
+class Interruptible(nn.Module):
+    """``model`` behind a stop check run before every forward pass, i.e. at every attack step."""
+
+    def __init__(self, model: nn.Module, stop: StopCheck) -> None:
+        super().__init__()
+        self.model = model
+        self.stop = stop
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.stop()
+        return self.model(x)
+
+
 class Attack:
     """A configured attack against one model. Call as ``attack(x, y) -> x_adv``.
 
     Shapes: x (N, 3, H, W) in [0, 1]; y (N,) int64 labels (targets if ``targeted``).
     Returns x_adv of the same shape, in [0, 1], within ``eps`` of x for
-    norm-bounded attacks.
+    norm-bounded attacks. With a ``stop`` check, it is called before every model call
+    and may end the attack by raising :class:`hac.core.cancel.Cancelled`.
     """
 
-    def __init__(self, entry: AttackEntry, model: nn.Module, params: dict) -> None:
+    def __init__(self, entry: AttackEntry, model: nn.Module, params: dict, stop: StopCheck | None = None) -> None:
         self.entry = entry
-        self.model = model
+        self.model = model if stop is None else Interruptible(model, stop)
         self.params = params
         self.targeted = bool(params.get("targeted", False))
 
@@ -151,8 +178,10 @@ class Attack:
         return x_adv
 
 
-def create_attack(spec: str | ComponentSpec, model: nn.Module, **params: Any) -> Attack:
+def create_attack(spec: str | ComponentSpec, model: nn.Module, stop: StopCheck | None = None, **params: Any) -> Attack:
     """Build an attack from ``"pgd:eps=4/255,steps=10"`` (or a name plus keywords) against ``model``.
+
+    ``stop`` (optional) is checked at every attack step (see :class:`Attack`).
 
     Raises:
         ValueError: unknown attack or parameter, or an out-of-range value.
@@ -160,7 +189,7 @@ def create_attack(spec: str | ComponentSpec, model: nn.Module, **params: Any) ->
     if isinstance(spec, str):
         spec = parse_spec(spec)
     entry = ATTACKS.get(spec.name)
-    return Attack(entry, model, _validate(entry, {**spec.params, **params}))
+    return Attack(entry, model, _validate(entry, {**spec.params, **params}), stop)
 
 
 def quantize_adversarial(x: Tensor, x_adv: Tensor) -> Tensor:

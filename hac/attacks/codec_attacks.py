@@ -54,6 +54,7 @@ from ..codecs.base import Codec, CodecOutput, check_image_batch
 from ..codecs.jpeg_rate import jpeg_rate_proxy
 from ..core.choices import Choice
 from ..core.metrics import linf, psnr
+from ..core.cancel import StopCheck
 
 __all__ = [
     "Objective",
@@ -218,7 +219,8 @@ def _check_8bit(x: Tensor) -> None:
         )
 
 
-def attack_codec(codec: Codec, x: Tensor, settings: CodecAttackSettings, generator: torch.Generator | None = None) -> Tensor:
+def attack_codec(codec: Codec, x: Tensor, settings: CodecAttackSettings, generator: torch.Generator | None = None,
+                 stop: StopCheck | None = None) -> Tensor:
     """Perturb ``x`` to push ``codec``'s distortion or rate up.
 
     Args:
@@ -226,6 +228,8 @@ def attack_codec(codec: Codec, x: Tensor, settings: CodecAttackSettings, generat
         x: clean images (N, 3, H, W), 8-bit valued, in [0, 1].
         settings: objective, budget and method.
         generator: random source of ``noise`` and of PGD's random start (CPU generator).
+        stop: optional check run at every step; it ends the attack by raising
+            :class:`hac.core.cancel.Cancelled`.
 
     Returns:
         ``x_adv`` (N, 3, H, W) on the 8-bit grid, in [0, 1], ``|x_adv - x| <= eps``.
@@ -247,6 +251,13 @@ def attack_codec(codec: Codec, x: Tensor, settings: CodecAttackSettings, generat
     if settings.method == "shift":
         return _on_budget(x, brightness_shift(x, eps))
     objective = objective_function(codec, settings.objective, x)
+    if stop is not None:
+        unchecked = objective
+
+        def objective(x_adv: Tensor) -> Tensor:
+            stop()
+            return unchecked(x_adv)
+
     if settings.method == "fgsm":
         return _on_budget(x, _signed_steps(objective, x, torch.zeros_like(x), 1, eps, eps)[0])
     best = None
@@ -412,6 +423,7 @@ def evaluate_codec_attack(
     settings: CodecAttackSettings,
     generator: torch.Generator | None = None,
     clean: CodecOutput | None = None,
+    stop: StopCheck | None = None,
 ) -> tuple[CodecAttackResult, Tensor]:
     """Attack ``codec`` on ``x`` and measure clean and attacked images with the real codec.
 
@@ -421,11 +433,12 @@ def evaluate_codec_attack(
         settings: the attack.
         generator: random source for ``noise`` and PGD's random start.
         clean: :func:`measure` of ``x`` if already known (saves coding it again).
+        stop: optional check run at every attack step (see :func:`attack_codec`).
 
     Returns:
         The result and ``x_adv`` (N, 3, H, W).
     """
-    x_adv = attack_codec(codec, x, settings, generator)
+    x_adv = attack_codec(codec, x, settings, generator, stop)
     clean = measure(codec, x) if clean is None else clean
     attacked = measure(codec, x_adv)
     result = CodecAttackResult(

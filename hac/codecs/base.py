@@ -69,6 +69,9 @@ class Codec(nn.Module):
 
     codec_name: str = ""
     stochastic: bool = False
+    pass_cost: float = 1.0
+    """Cost of one pass on a 224x224 image in classifier steps (an efficientnet-lite0 forward and backward,
+    0.07 s on one CPU thread), at least 1; what :mod:`hac.defence.budget` weighs a codec pass by."""
 
     def __init__(self) -> None:
         super().__init__()

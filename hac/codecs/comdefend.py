@@ -344,6 +344,8 @@ class ComDefendCodec(Codec):
         entropy coding.
     """
 
+    pass_cost = 2.0  # two small convolutional nets on 32x32 tiles (estimated, not timed)
+
     def __init__(
         self, pretrained: str = "official", weights: str | Path | None = None, noise: float = 0.0, tile: int = DEFAULT_TILE
     ) -> None:

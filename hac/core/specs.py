@@ -12,6 +12,7 @@ purification applies the whole chain in order.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -31,7 +32,11 @@ class ComponentSpec:
 
 
 def parse_value(text: str) -> Any:
-    """Parse one parameter value: int, float, fraction (``4/255``), bool, else str."""
+    """Parse one parameter value: int, float, fraction (``4/255``), bool, else str.
+
+    Raises:
+        ValueError: a number that is not finite (``inf``, ``nan``, ``1e999``).
+    """
     text = text.strip()
     lowered = text.lower()
     if lowered in ("true", "yes", "on"):
@@ -40,9 +45,12 @@ def parse_value(text: str) -> Any:
         return False
     for convert in (int, float):
         try:
-            return convert(text)
+            value = convert(text)
         except ValueError:
-            pass
+            continue
+        if not math.isfinite(value):
+            raise ValueError(f"{text!r} is not a finite number; give a number such as 25 or 4/255")
+        return value
     if "/" in text:
         try:
             return float(Fraction(text))
@@ -71,7 +79,10 @@ def parse_spec(text: str) -> ComponentSpec:
             )
         if key in params:
             raise ValueError(f"parameter {key!r} is given twice in spec {text!r}")
-        params[key] = parse_value(value)
+        try:
+            params[key] = parse_value(value)
+        except ValueError as error:
+            raise ValueError(f"parameter {key} in spec {text!r}: {error}") from None
     return ComponentSpec(name, params)
 
 

@@ -17,6 +17,7 @@ from ..attacks.classifier_attacks import create_attack, quantize_adversarial
 from ..models.classifiers import Classifier
 from ..attacks.diagnostics import GradientHealth, gradient_health, loss_rise
 from ..core.images import to_8bit
+from ..core.cancel import StopCheck
 from ..core.metrics import l2, linf, psnr
 from .purify import Purifier, PurifyResult
 from ..attacks.threats import ThreatModel, attacked_model
@@ -67,6 +68,7 @@ def attack_and_purify(
     threat: ThreatModel | str = ThreatModel.BPDA,
     labels: Tensor | None = None,
     eot_samples: int = 8,
+    stop: StopCheck | None = None,
 ) -> DefenceReport:
     """Attack ``x`` under ``threat``, then purify and classify clean, adversarial and purified images.
 
@@ -79,6 +81,8 @@ def attack_and_purify(
         threat: a :class:`hac.attacks.threats.ThreatModel` (or its value).
         labels: (N,) true labels; default: the clean top-1 predictions.
         eot_samples: samples per step for the ``eot`` threat model.
+        stop: optional check run at every attack step and between stages; it stops the
+            work by raising :class:`hac.core.cancel.Cancelled`.
     """
     threat = ThreatModel(threat)
     purifier = Purifier(chain, rounds).to(x.device)
@@ -87,7 +91,7 @@ def attack_and_purify(
         with torch.no_grad():
             labels = classifier(x).argmax(1)
     model = attacked_model(classifier, purifier, threat, eot_samples)
-    built = create_attack(attack, model)
+    built = create_attack(attack, model, stop)
     warnings = []
     health = gradient_health(model, x, labels)
     if health.masked and not built.entry.gradient_free:
@@ -100,6 +104,8 @@ def attack_and_purify(
                         "check the threat model and step size")
     for message in warnings:
         logger.warning(message)
+    if stop is not None:
+        stop()
     purified = purifier.run(x_adv)
     purified_clean = purifier.run(x)
     top5 = {key: classifier.top_k(images) for key, images in

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from ..attacks.classifier_attacks import create_attack, quantize_adversarial
 from ..models.classifiers import create_classifier
 from ..codecs import Codec
+from ..core.cancel import StopCheck
 from ..attacks.diagnostics import gradient_health
 from .datasets import ClassSubset, Dataset, load_batch, open_dataset, read_id_lines, read_ids_file, select_ids
 from .config import PRESETS, Cell, ConfigError, EvalConfig, config_hash, load_config
@@ -217,12 +218,14 @@ class StoreSink:
     """The driver's end of the units: appends each finished (cell, batch) to the store and reports progress.
 
     A commit for a (cell, batch) the store already holds (a retried unit whose first result
-    did arrive) is dropped, so no row is ever written twice.
+    did arrive) is dropped, so no row is ever written twice. ``stop`` (optional) is checked after
+    every commit, and by the in-process engine at every attack step.
     """
 
     def __init__(self, store: ResultStore, cells: Sequence[Cell], batches: int, progress: ProgressFn | None,
-                 skipped_cells: dict[str, str]) -> None:
+                 skipped_cells: dict[str, str], stop: StopCheck | None = None) -> None:
         self.store, self.progress, self.batches = store, progress, batches
+        self.stop = stop
         self.cells = {cell.id: cell for cell in cells}
         self.skipped_cells = skipped_cells
         self.total = self.done = 0
@@ -239,6 +242,8 @@ class StoreSink:
         if self.progress is not None:
             label = "undefended" if cell.is_baseline else f"{cell.threat} {cell.codec} x{cell.rounds}"
             self.progress(self.done, self.total, f"batch {batch + 1}/{self.batches}: {cell.attack} {label}")
+        if self.stop is not None:
+            self.stop()  # between units: everything committed so far stays in the store
 
     def skip(self, skipped: dict[str, str]) -> None:
         self.store.skip(skipped)
@@ -272,7 +277,7 @@ class InProcessEngine:
     name = "in-process"
 
     def run(self, units: Sequence[Unit], work: UnitWork, sink: StoreSink, codecs: BuiltCodecs) -> None:
-        runner = UnitRunner(work, codecs)
+        runner = UnitRunner(work, codecs, sink.stop)
         for unit in units:
             runner.run(unit, sink)
 
@@ -283,8 +288,9 @@ class UnitRunner:
     Used by the in-process engine and inside every worker of an engine.
     """
 
-    def __init__(self, work: UnitWork, codecs: BuiltCodecs | None = None) -> None:
+    def __init__(self, work: UnitWork, codecs: BuiltCodecs | None = None, stop: StopCheck | None = None) -> None:
         self.config, self.dataset, self.batches = work.config, work.dataset, work.batches
+        self.stop = stop  # checked at every attack step (in-process only: a check does not travel to workers)
         self.device, self.models = work.device, work.models
         self.cells = {cell.id: cell for cell in work.cells}
         built = codecs or build_codecs(work.config, work.cells, work.device)
@@ -425,7 +431,7 @@ class UnitRunner:
         started = time.perf_counter()
         attack, classifier = group[0].attack, group[0].classifier
         seed = self._seed(f"attack|{classifier}|{attack}", b)
-        x_adv = quantize_adversarial(x, create_attack(attack, net)(x, y))
+        x_adv = quantize_adversarial(x, create_attack(attack, net, stop=self.stop)(x, y))
         attack_calls = 1
         if baseline:
             with torch.no_grad():
@@ -459,7 +465,7 @@ class UnitRunner:
                 warning = f"masked gradients: {health.explain()}; this attack's numbers are not trustworthy"
                 logger.warning("%s: %s", cell.key, warning)
         seed = self._seed(f"cell|{cell.key}", b)
-        x_adv = quantize_adversarial(x, create_attack(cell.attack, model)(x, y))
+        x_adv = quantize_adversarial(x, create_attack(cell.attack, model, stop=self.stop)(x, y))
         ((_, x_pur, bpp),) = _rounds(self.codecs[cell.codec], x_adv, [cell.rounds])
         rows = self._defended_rows(self._score(net, x_pur, y, x, None), x, x_adv, bpp, base, clean[cell.codec, cell.rounds])
         self._commit(cell, b, rows, {"seed": seed}, started, attack_calls=1, codec_passes=cell.rounds, warning=warning)
@@ -504,6 +510,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     models: Mapping[str, nn.Module] | None = None,
     engine: "Engine | None" = None,
+    stop: StopCheck | None = None,
 ) -> Results:
     """Evaluate every cell of ``config`` on its images; resumable through ``out_dir``.
 
@@ -519,6 +526,8 @@ def evaluate(
         models: already built classifiers by name (else built with :func:`create_classifier`).
         engine: what computes the units (:class:`InProcessEngine` by default; e.g.
             :class:`hac.evaluation.ray_engine.RayEngine`). Only this process writes the store.
+        stop: optional check run after each unit (and, in process, at every attack step); it ends
+            the run by raising :class:`hac.core.cancel.Cancelled` (finished units stay in the store).
 
     Returns:
         :class:`Results` (call :meth:`Results.write` and :func:`make_plots` to save files).
@@ -545,7 +554,7 @@ def evaluate(
         reused = len(store.commits)
         logger.info("%s: %d cells x %d batches (%d images); %d units already in the store",
                     config.name, len(cells), len(batches), len(ids), reused)
-        sink = StoreSink(store, cells, len(batches), progress, skipped_cells)
+        sink = StoreSink(store, cells, len(batches), progress, skipped_cells, stop)
         sink.total = sum(len(unit.cells) for unit in units)
         if progress is not None:
             progress(0, sink.total, f"{sink.total} units to compute ({len(batches)} batches)")

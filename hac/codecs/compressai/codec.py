@@ -86,6 +86,8 @@ class CompressAICodec(Codec):
         (N, 3, H, W) in [0, 1] and ``bpp`` (N,).
     """
 
+    pass_cost = 3.0  # hac-hyperprior q1, 224x224, one CPU thread: 0.12-0.20 s against 0.07 s
+
     def __init__(self, model: CompressionModel, mode: CodecMode | str = CodecMode.FAST) -> None:
         super().__init__()
         self.mode = CodecMode(mode)

@@ -198,6 +198,8 @@ class ELICCodec(Codec):
         (N, 3, H, W) in [0, 1], any H, W -> ``x_hat`` (N, 3, H, W) in [0, 1], ``bpp`` (N,).
     """
 
+    pass_cost = 30.0  # 224x224, one CPU thread: 2.0 s against 0.07 s
+
     def __init__(self, model: ELIC, mode: CodecMode | str = CodecMode.FAST) -> None:
         super().__init__()
         self.mode = CodecMode(mode)

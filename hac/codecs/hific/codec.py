@@ -335,6 +335,8 @@ class HiFiCCodec(Codec):
         ``x_hat`` (N, 3, H, W) in [0, 1], ``bpp`` (N,).
     """
 
+    pass_cost = 32.0  # 224x224, one CPU thread: 2.25 s against 0.07 s
+
     def __init__(self, model: HiFiC, mode: CodecMode | str = CodecMode.FAST) -> None:
         super().__init__()
         self.mode = CodecMode(mode)
