@@ -18,10 +18,12 @@ import pandas as pd
 from ..attacks.classifier_attacks import ATTACKS
 from ..core.specs import ComponentSpec, format_spec, parse_spec
 from ..attacks.threats import ThreatModel
+from ..defence.budget import cell_work, estimate_work
 from .cache import ModelCache
 from ..evaluation.datasets import hub_offline
 from .files import HUB_SUBSETS, RunFiles, hub_subsets, resolve_data_folder
 from .handlers import user_error, user_errors
+from .limits import MAX_IMAGES, AppLimits, check_attack_caps, check_chain, request_deadline
 
 __all__ = [
     "SAMPLE_DATASET",
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 SAMPLE_DATASET = "sample: 5 scikit-image photos"
-MAX_BATCH_IMAGES = 200
+MAX_BATCH_IMAGES = MAX_IMAGES
 """Most images one batch run in the app may use."""
 MAX_BATCH_WORK = 500
 """Most (image, grid cell) pairs one batch run in the app may evaluate; larger grids belong on the command line."""
@@ -161,7 +163,7 @@ def _config_from_fields(preset: str, fields: BatchFields) -> dict:
         return raw
     raw.pop("grid", None)
     eps = _numbers("eps", fields.eps, float)
-    if any(value <= 0 or value > 64 for value in eps):
+    if any(not 0 < value <= 64 for value in eps):
         raise ValueError(f"every eps must be in (0, 64] (units of 1/255), got {fields.eps!r}")
     attacks = []
     for text in _split(fields.attacks, ";"):
@@ -199,6 +201,21 @@ def _dataset_path(files: RunFiles, dataset: str) -> Path | str:
     return resolve_data_folder(dataset)
 
 
+def _check_work(config, images: int, limits: AppLimits, preset: str, dataset: str, edited: bool) -> None:
+    """Refuse cells over the per-field caps and a grid over the work budget (see :mod:`hac.app.limits`)."""
+    works = []
+    for cell in config.cells():
+        check_attack_caps("attacks", parse_spec(cell.attack))
+        chain = None if cell.is_baseline else cell.codec
+        if chain is not None:
+            check_chain("codec chains", chain, cell.rounds)
+        works.append(cell_work(cell.attack, cell.threat if chain else "oblivious", chain, cell.rounds, config.eot_samples))
+    source = f"--config CONFIG.yaml (preset {preset} with the tab's fields)" if edited else f"--preset {preset}"
+    command = f"python -m hac eval {source} --data {dataset if dataset != SAMPLE_DATASET else 'FOLDER'} " \
+              f"--limit {images} --out runs/{config.name}"
+    limits.check(estimate_work(images, works), "This batch", command)
+
+
 def _check_size(evaluate, config, data: Path | str, limit: int | None) -> int:
     """The number of images; refuses grids over :data:`MAX_BATCH_IMAGES` / :data:`MAX_BATCH_WORK`."""
     cells = [cell for cell in config.cells() if not cell.is_baseline]
@@ -213,6 +230,17 @@ def _check_size(evaluate, config, data: Path | str, limit: int | None) -> int:
             f"limit of {MAX_BATCH_WORK:,}. Use fewer images or settings, or run it with `python -m hac eval`."
         )
     return len(ids)
+
+
+def _limit(value) -> int | None:
+    """The 'Images' field as a count (0 or empty: the preset's); a clear error for anything else."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_BATCH_IMAGES:
+        raise ValueError(f"Images must be a whole number in [0, {MAX_BATCH_IMAGES}] (0: the preset's), got {value!r}")
+    return value or None
 
 
 def _paired_table(rows: list[dict]) -> pd.DataFrame:
@@ -237,6 +265,8 @@ def run_batch(
     threats: list[str] | None = None,
     compare_to: str = "",
     progress: gr.Progress = gr.Progress(),
+    *,
+    limits: AppLimits = AppLimits(),
 ) -> BatchOutputs:
     """Evaluate a preset (with the tab's edits) on a dataset; see :func:`hac.evaluation.runner.evaluate`.
 
@@ -252,6 +282,7 @@ def run_batch(
             (:func:`hac.evaluation.paired.paired_rows`; empty: no comparison).
         progress: Gradio's live progress bar (a ``gr.Progress()`` default is what makes
             Gradio inject it; outside a request it does nothing).
+        limits: the app's work budget and time limit (see :mod:`hac.app.limits`).
 
     Returns:
         The summary table, the plots (PNG paths), a zip of every file written, a status paragraph and
@@ -264,7 +295,8 @@ def run_batch(
     from ..evaluation.paired import check_reference, paired_rows, write_paired
 
     with user_errors():
-        fields = BatchFields(int(limit or 0), attacks, eps, codecs, rounds, list(threats or []))
+        limit = _limit(limit)
+        fields = BatchFields(limit or 0, attacks, eps, codecs, rounds, list(threats or []))
         config = evaluate.load_config(_config_from_fields(preset, fields))
         compare_to = (compare_to or "").strip()
         if compare_to:
@@ -274,13 +306,14 @@ def run_batch(
         if isinstance(data, str) and not (limit or config.data.limit):  # a Hub split: never all of it
             limit = MAX_BATCH_IMAGES
         images = _check_size(evaluate, config, data, limit)
+        _check_work(config, images, limits, preset, dataset, not _same(fields, preset_fields(preset)))
         classifiers = {name for block in config.blocks for name in block.classifiers}
         models = {name: cache.classifier(name) for name in sorted(classifiers)}
         out = files.new_run("batch")
         progress((0, None), desc=f"{images} images, {len(config.cells())} cells: starting")
         results = evaluate.evaluate(
             config, out, progress=lambda done, total, message: progress((done, total), desc=message),
-            data=data, limit=limit, device=cache.device, models=models,
+            data=data, limit=limit, device=cache.device, models=models, stop=request_deadline(limits.time_limit),
         )
         results.write(out)
         paired = []

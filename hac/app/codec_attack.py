@@ -18,9 +18,11 @@ import torch
 from ..attacks.codec_attacks import CodecAttackResult, CodecAttackSettings, Objective, check_objective, evaluate_codec_attack, measure
 from ..codecs import codec_info, codec_names
 from ..core.images import load_image, perturbation_image, resize_and_center_crop, save_png
+from ..defence.budget import CellWork, codec_passes, estimate_work
 from . import handlers
 from .cache import ModelCache
 from .files import RunFiles
+from .limits import AppLimits, request_deadline
 
 __all__ = [
     "IMAGE_SIZE",
@@ -120,6 +122,8 @@ def run_codec_attack(
     objective: Objective | str = Objective.DISTORTION,
     eps_255: float = 4,
     steps: int = 10,
+    *,
+    limits: AppLimits = AppLimits(),
 ) -> CodecAttackOutputs:
     """Attack a codec's input with PGD and measure clean and attacked images with the real codec.
 
@@ -135,6 +139,7 @@ def run_codec_attack(
             image) or ``rate`` (raise the bits).
         eps_255: L-inf budget in units of 1/255, in (0, :data:`MAX_EPS`].
         steps: PGD iterations, 1 to :data:`MAX_STEPS`.
+        limits: the app's work budget and time limit (see :mod:`hac.app.limits`).
 
     Returns:
         PNG paths (clean and attacked reconstructions, clean and attacked inputs, the
@@ -153,13 +158,18 @@ def run_codec_attack(
         # from zero alone, PGD misses the brightness shift that any faithful codec passes on
         starts = ("zero", "shift") if objective is Objective.DISTORTION else ("zero",)
         settings = CodecAttackSettings(objective, _eps(eps_255), "pgd", steps, starts=starts)
+        command = (f"python -m hac codec-attack --data FOLDER --codecs '{spec}' --objective {objective} "
+                   f"--eps {eps_255:g}/255 --steps {steps} --crop {IMAGE_SIZE}")
+        work = CellWork(steps * len(starts), codec_passes(spec, 1))
+        limits.check(estimate_work(1, [work]), "This codec attack", command)
+        stop = request_deadline(limits.time_limit)
         x = load_image(image, max_pixels=handlers.APP_MAX_PIXELS)[None]
         (model,) = cache.chain(spec)
         check_objective(model, settings.objective, settings.method)
         x = torch.round(resize_and_center_crop(x, IMAGE_SIZE, crop_pct=1.0) * 255) / 255
         x = x.to(cache.device)
         clean = measure(model, x)
-        result, x_adv = evaluate_codec_attack(model, x, settings, clean=clean)
+        result, x_adv = evaluate_codec_attack(model, x, settings, clean=clean, stop=stop)
         noise, _ = evaluate_codec_attack(model, x, CodecAttackSettings(objective, settings.eps, "noise"),
                                          torch.Generator().manual_seed(NOISE_SEED), clean)
         attacked = measure(model, x_adv)  # the real codec again, for the image shown

@@ -28,6 +28,7 @@ __all__ = [
     "HUB_SUBSETS",
     "GATED_SUBSETS",
     "hub_subsets",
+    "exit_on_signals",
 ]
 
 EXAMPLE_PHOTOS = {
@@ -105,7 +106,22 @@ def resolve_data_folder(name: str) -> Path:
         raise ValueError(f"{name!r} is not a dataset folder under {DATA_ROOT_ENV}")
     if not folder.is_dir():
         raise FileNotFoundError(f"no dataset folder {name!r} under {DATA_ROOT_ENV} ({', '.join(data_folders()) or 'none found'})")
+    escaping = _links_outside(folder, root)
+    if escaping:
+        raise ValueError(f"dataset folder {name!r} holds {len(escaping)} link(s) leading outside {DATA_ROOT_ENV} "
+                         f"(e.g. {escaping[0]}); the app reads only files inside it: remove the link(s)")
     return folder
+
+
+def _links_outside(folder: Path, root: Path) -> list[str]:
+    """Paths (relative to ``folder``) of the symbolic links inside it that resolve outside ``root``."""
+    found = []
+    for parent, dirs, names in os.walk(folder):
+        for name in [*dirs, *names]:
+            path = Path(parent) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                found.append(str(path.relative_to(folder)))
+    return found
 
 
 class RunFiles:
@@ -113,7 +129,8 @@ class RunFiles:
 
     Every run gets its own subfolder; only the ``keep`` most recent are kept (Gradio
     copies what a handler returns into its own cache, which ``delete_cache`` ages out).
-    The whole folder is removed when this object is garbage-collected or at exit.
+    The whole folder is removed when this object is garbage-collected or at exit
+    (and on SIGTERM/SIGINT once :func:`exit_on_signals` is installed).
     """
 
     def __init__(self, keep: int = 32) -> None:
@@ -156,3 +173,15 @@ class RunFiles:
                     shutil.copyfile(path, staging / synset / path.name)
                 staging.rename(target)
         return target
+
+
+def exit_on_signals() -> None:
+    """Turn SIGTERM (and SIGINT) into a normal interpreter exit, so that exit handlers run and every
+    :class:`RunFiles` folder is removed; call from the main thread of the serving process."""
+    import signal
+
+    def leave(number, frame) -> None:
+        raise SystemExit(128 + number)
+
+    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGINT, leave)

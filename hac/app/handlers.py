@@ -12,6 +12,7 @@ the tensor the library produced.
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
@@ -28,8 +29,13 @@ from ..hub import MissingWeightsError, UnsafeWeightsError, resolve_weights, weig
 from ..core.images import ImageError, load_image, perturbation_image, save_png
 from ..defence.pipeline import DefenceReport, attack_and_purify
 from ..attacks.threats import ThreatModel
+from ..core.cancel import Cancelled
+from ..core.specs import parse_spec
+from ..defence.budget import cell_work, estimate_work
 from .cache import ModelCache
 from .files import RunFiles
+from .limits import APP_MAX_ROUNDS, MAX_STEPS, AppLimits, WorkTooLarge, check_attack_caps, check_chain, public_message
+from .limits import request_deadline
 
 __all__ = [
     "user_error",
@@ -55,16 +61,17 @@ __all__ = [
 
 APP_MAX_PIXELS = 16_000_000
 """Largest upload the app decodes (a 4000 x 4000 photo); larger files get a clear refusal."""
-MAX_STEPS = 200
-APP_MAX_ROUNDS = 10
-"""The public app's budget of purification rounds per request (the library allows up to ``purify.MAX_ROUNDS``)."""
 UNAVAILABLE = "weights not downloaded"
+EOT_SAMPLES = 8
+"""Samples per attack step under the ``eot`` threat model."""
 
 ROUND_COLUMNS = ("round", "bpp (adversarial in)", "PSNR vs adversarial (dB)", "bpp (clean in)", "PSNR vs clean (dB)")
 """Columns of the per-round table: PSNR is against the purifier's input (adversarial or clean image)."""
 
 MAX_SLIDER_QUALITY = 100
 """Largest value the quality slider passes for codecs whose slider shows ``q`` itself (the codec checks its own range)."""
+
+logger = logging.getLogger(__name__)
 
 
 def user_error(message: str, title: str) -> gr.Error:
@@ -80,13 +87,18 @@ def user_errors() -> Iterator[None]:
     except gr.Error:
         raise
     except ImageError as error:
-        raise user_error(str(error), "Unreadable image") from error
+        raise user_error(public_message(str(error)), "Unreadable image") from error
     except MissingWeightsError as error:
         raise user_error(str(error), "Weights not downloaded") from error
     except UnsafeWeightsError as error:
-        raise user_error(str(error), "Weights refused") from error
+        raise user_error(public_message(str(error)), "Weights refused") from error
+    except WorkTooLarge as error:
+        raise user_error(str(error), "Too much work for the app") from error
+    except Cancelled as error:
+        logger.warning("request %s", error)
+        raise user_error(f"The request was {error}; the worker has moved on to the next request.", "Stopped") from error
     except (FileNotFoundError, ValueError) as error:
-        raise user_error(str(error), "Invalid input") from error
+        raise user_error(public_message(str(error)), "Invalid input") from error
 
 
 # --- choices ---------------------------------------------------------------------------------
@@ -274,8 +286,8 @@ def codec_spec(codec: str, quality: int) -> str:
 
 
 def _chain_text(codec: str, quality: int, chain: str | None) -> str:
-    if chain and chain.strip():
-        return chain.strip()
+    if chain and str(chain).strip():
+        return str(chain).strip()
     if not codec:
         raise ValueError("choose a codec, or write a chain such as 'jpeg:q=25+webp:q=80'")
     return codec_spec(codec, quality)
@@ -345,6 +357,8 @@ def run_attack(
     chain: str | None = "",
     rounds: int = 1,
     seed: int = 0,
+    *,
+    limits: AppLimits = AppLimits(),
 ) -> AttackOutputs:
     """Attack one image, purify it, and lay out everything the attack tab shows.
 
@@ -363,6 +377,7 @@ def run_attack(
         chain: ... unless this chain text is given (``jpeg:q=25+webp:q=80``).
         rounds: purification rounds.
         seed: seed of the attack's randomness (PGD's random start).
+        limits: the app's work budget and time limit (see :mod:`hac.app.limits`).
 
     Returns:
         PNG paths (clean, adversarial, purified, amplified perturbation, the
@@ -370,7 +385,8 @@ def run_attack(
         the warnings, and the adversarial PNG to download.
 
     Raises:
-        gradio.Error: no image, an unreadable or too large image, missing weights, bad settings.
+        gradio.Error: no image, an unreadable or too large image, missing weights, bad settings,
+            a request over the work budget, or one stopped by the time limit.
     """
     if image is None:
         raise user_error("Upload an image or pick one of the examples first.", "No image")
@@ -383,13 +399,19 @@ def run_attack(
         threat = ThreatModel(threat)
         rounds = int_setting("rounds", rounds, 1, APP_MAX_ROUNDS)
         seed = int_setting("seed", seed, 0, 2**31 - 1)
+        check_chain("codec chain", chain_text, rounds)
+        check_attack_caps("attack", parse_spec(spec))
+        command = (f"python -m hac attack --image IMAGE --classifier {name} --attack '{spec}' --threat {threat} "
+                   f"--codec '{chain_text}' --rounds {rounds} --seed {seed}")
+        limits.check(estimate_work(1, [cell_work(spec, threat, chain_text, rounds, EOT_SAMPLES)]), "This attack", command)
         x = load_image(image, max_pixels=APP_MAX_PIXELS)[None]
         codecs = cache.chain(chain_text)
         model = cache.classifier(name)
         x = model.fit(x.to(cache.device))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            report = attack_and_purify(x, model, spec, codecs, rounds, threat)
+            report = attack_and_purify(x, model, spec, codecs, rounds, threat, eot_samples=EOT_SAMPLES,
+                                       stop=request_deadline(limits.time_limit))
     out = files.new_run("attack")
     paths = {
         "clean": save_png(report.clean[0], out / "clean.png"),

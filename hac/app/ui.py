@@ -27,6 +27,7 @@ from .about import ABOUT_MARKDOWN
 from .cache import ModelCache
 from ..evaluation.datasets import hub_offline
 from .files import DATA_ROOT_ENV, RunFiles, data_folders, example_paths, hub_subsets
+from .limits import AppLimits
 
 __all__ = ["build_demo", "launch_kwargs", "ImageUpload", "QUEUE_MAX_SIZE", "CONCURRENCY_LIMIT", "MAX_FILE_SIZE"]
 
@@ -79,6 +80,18 @@ class ImageUpload(gr.Image):
             raise handlers.user_error(f"the uploaded file could not be read as an image: {error}", "Unreadable image") from None
 
 
+class NumberInput(gr.Number):
+    """``gr.Number`` whose non-numbers (text sent to the API) become a :class:`gradio.Error` naming the field."""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except (TypeError, ValueError):
+            raise handlers.user_error(f"{self.label} must be a number, got {payload!r}", "Invalid input") from None
+
+
 def _image(label: str, **kwargs: Any) -> gr.Image:
     # PNG everywhere: Gradio's default WebP is lossy and would itself purify the adversarial image.
     return gr.Image(label=label, format="png", type="filepath", interactive=False, buttons=["download", "fullscreen"], **kwargs)
@@ -105,7 +118,7 @@ def _image_input(elem_id: str, examples_id: str | None = None) -> ImageUpload:
     return image
 
 
-def _attack_tab(cache: ModelCache, files: RunFiles) -> None:
+def _attack_tab(cache: ModelCache, files: RunFiles, limits: AppLimits) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
             image = _image_input("input-image")
@@ -131,7 +144,7 @@ def _attack_tab(cache: ModelCache, files: RunFiles) -> None:
             )
             with gr.Row():
                 rounds = gr.Slider(1, handlers.APP_MAX_ROUNDS, value=1, step=1, label="Purification rounds")
-                seed = gr.Number(0, precision=0, minimum=0, label="Seed")
+                seed = NumberInput(0, precision=0, minimum=0, label="Seed")
             run = gr.Button("Attack & purify", variant="primary", elem_id="run-attack")
         with gr.Column(scale=2):
             with gr.Row():
@@ -160,7 +173,7 @@ def _attack_tab(cache: ModelCache, files: RunFiles) -> None:
     classifier.change(handlers.check_classifier, classifier, None, api_visibility="private")
     codec.change(handlers.quality_for_codec, codec, quality, api_visibility="private")
     run.click(
-        functools.partial(gpu.on_gpu(handlers.run_attack, work.attack_work), cache, files),
+        functools.partial(gpu.on_gpu(handlers.run_attack, work.attack_work), cache, files, limits=limits),
         inputs=[image, classifier, attack, eps, steps, threat, codec, quality, chain, rounds, seed],
         outputs=[
             clean_out, adversarial_out, purified_out, perturbation_out, slider,
@@ -171,7 +184,7 @@ def _attack_tab(cache: ModelCache, files: RunFiles) -> None:
     )
 
 
-def _codec_attack_tab(cache: ModelCache, files: RunFiles) -> None:
+def _codec_attack_tab(cache: ModelCache, files: RunFiles, limits: AppLimits) -> None:
     gr.Markdown(
         "Attack the codec itself: perturb the image (L∞ ≤ ε, PGD) so that the codec reconstructs it worse "
         "(**distortion**) or spends more bits on it (**rate**), as in Zhu, Sun et al. (2024). "
@@ -211,7 +224,7 @@ def _codec_attack_tab(cache: ModelCache, files: RunFiles) -> None:
 
     codec.change(handlers.quality_for_codec, codec, quality, api_visibility="private")
     run.click(
-        functools.partial(gpu.on_gpu(codec_attack.run_codec_attack, work.codec_attack_work), cache, files),
+        functools.partial(gpu.on_gpu(codec_attack.run_codec_attack, work.codec_attack_work), cache, files, limits=limits),
         inputs=[image, codec, quality, objective, eps, steps],
         outputs=[clean_out, attacked_out, clean_in, attacked_in, perturbation, summary],
         api_name="codec_attack",
@@ -219,7 +232,7 @@ def _codec_attack_tab(cache: ModelCache, files: RunFiles) -> None:
     )
 
 
-def _batch_tab(cache: ModelCache, files: RunFiles) -> None:
+def _batch_tab(cache: ModelCache, files: RunFiles, limits: AppLimits) -> gr.Dropdown:
     presets = batch.batch_presets()
     folders, subsets = data_folders(), hub_subsets()
     gr.Markdown(
@@ -235,11 +248,12 @@ def _batch_tab(cache: ModelCache, files: RunFiles) -> None:
     start = batch.preset_fields(presets[0]) if presets else batch.BatchFields(0, "", "", "", "", ["oblivious"])
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
+            # custom values: folders added under the root after start-up; the handler checks every name
             dataset = gr.Dropdown([batch.SAMPLE_DATASET, *subsets, *folders], value=batch.SAMPLE_DATASET, label="Dataset",
-                                  elem_id="batch-dataset")
+                                  allow_custom_value=True, elem_id="batch-dataset")
             preset = gr.Dropdown(presets, value=presets[0] if presets else None, label="Preset", elem_id="preset")
             about = gr.Markdown(batch.preset_description(presets[0]) if presets else "")
-            limit = gr.Number(start.limit, precision=0, minimum=0, maximum=batch.MAX_BATCH_IMAGES,
+            limit = NumberInput(start.limit, precision=0, minimum=0, maximum=batch.MAX_BATCH_IMAGES,
                               label=f"Images (at most {batch.MAX_BATCH_IMAGES}; 0 = the preset's)")
             attacks = gr.Textbox(start.attacks, label="Attacks (specs without ε, ';'-separated)", max_lines=2)
             eps = gr.Textbox(start.eps, label="ε for L∞ attacks (in 1/255, comma-separated)", max_lines=1)
@@ -263,16 +277,23 @@ def _batch_tab(cache: ModelCache, files: RunFiles) -> None:
     preset.change(batch.preset_fields, preset, [limit, attacks, eps, codecs, rounds, threats], api_name="batch_preset")
     preset.change(batch.preset_description, preset, about, api_visibility="private")
     run.click(
-        functools.partial(gpu.on_gpu(batch.run_batch, work.batch_work), cache, files),
+        functools.partial(gpu.on_gpu(batch.run_batch, work.batch_work), cache, files, limits=limits),
         inputs=[dataset, preset, limit, attacks, eps, codecs, rounds, threats, compare],
         outputs=[summary, plots, download, status, paired],
         api_name="batch",
         api_description="Run a batch evaluation of a preset (with edits) on a dataset; returns the summary, plots and a zip.",
     )
+    return dataset
+
+
+def _dataset_choices() -> gr.Dropdown:
+    """The dataset dropdown with the folders under the data root now (listed at every page load)."""
+    return gr.Dropdown(choices=[batch.SAMPLE_DATASET, *hub_subsets(), *data_folders()])
 
 
 def build_demo(
-    cache: ModelCache | None = None, files: RunFiles | None = None, concurrency_limit: int | None = None
+    cache: ModelCache | None = None, files: RunFiles | None = None, concurrency_limit: int | None = None,
+    limits: AppLimits | None = None,
 ) -> gr.Blocks:
     """The app: "Attack & purify", "Batch evaluation", "Attack the codec", "Audit" and "About" tabs, with a bounded queue.
 
@@ -282,7 +303,9 @@ def build_demo(
         files: scratch folder for results (default: a new private temporary folder).
         concurrency_limit: requests of one event served at once (default ``$HAC_APP_CONCURRENCY``
             or :data:`CONCURRENCY_LIMIT`); the others wait in a queue of :data:`QUEUE_MAX_SIZE`.
+        limits: work budget and time limit per request (default :meth:`AppLimits.from_env`).
     """
+    limits = limits or AppLimits.from_env()
     if concurrency_limit is None:
         concurrency_limit = int(os.environ.get("HAC_APP_CONCURRENCY", CONCURRENCY_LIMIT))
     if cache is None:
@@ -299,15 +322,16 @@ def build_demo(
         )
         with gr.Tabs():
             with gr.Tab("Attack & purify", id="attack"):
-                _attack_tab(cache, files)
+                _attack_tab(cache, files, limits)
             with gr.Tab("Batch evaluation", id="batch"):
-                _batch_tab(cache, files)
+                dataset = _batch_tab(cache, files, limits)
             with gr.Tab("Attack the codec", id="codec-attack"):
-                _codec_attack_tab(cache, files)
+                _codec_attack_tab(cache, files, limits)
             with gr.Tab("Audit", id="audit"):
                 audit.build_tab(cache, files)
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT_MARKDOWN, elem_id="about")
+        demo.load(_dataset_choices, None, dataset, api_visibility="private")
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=concurrency_limit)
     return demo
 

@@ -1,31 +1,27 @@
 """How much work each model-running tab's request asks for (:class:`hac.app.gpu.GpuWork`), from its fields.
 
-A unit is one classifier step; a (image, cell) pair costs ``(attack steps x EOT samples + 1) x codec passes``
-(chain length x rounds), the count issue 26's work budget uses. These estimates size the ZeroGPU call;
-the work budget that refuses requests on every machine is to replace them (one estimate for both).
+A unit is one classifier step; a (image, cell) pair costs ``(attack steps x restarts x EOT samples + 1) x codec
+passes`` (chain length x rounds, learned codecs weighted): :mod:`hac.defence.budget`, the same estimate the
+work budget (:mod:`hac.app.limits`) refuses requests with on every machine.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..core.specs import parse_chain, parse_spec
+from ..defence.budget import cell_work, codec_passes
 from . import batch, handlers
 from .gpu import GpuWork
 
 __all__ = ["attack_work", "codec_attack_work", "batch_work", "audit_work", "EOT_SAMPLES", "DEFAULT_STEPS"]
 
-EOT_SAMPLES = 8
-"""Model calls per attack step under the ``eot`` threat model."""
+EOT_SAMPLES = handlers.EOT_SAMPLES
 DEFAULT_STEPS = 10
 """Steps counted for an attack spec that does not set ``steps``."""
 
 
 def _cell_units(attack_spec: str, threat: str, chain: str | None, rounds: int) -> float:
-    steps = int(parse_spec(attack_spec).params.get("steps", DEFAULT_STEPS))
-    steps *= EOT_SAMPLES if threat == "eot" else 1
-    passes = 1 if chain is None else max(1, len(parse_chain(chain)) * rounds)
-    return (steps + 1) * passes
+    return cell_work(attack_spec, threat if chain else "oblivious", chain, rounds, EOT_SAMPLES).units
 
 
 def attack_work(fields: Mapping[str, Any]) -> GpuWork:
@@ -45,7 +41,7 @@ def codec_attack_work(fields: Mapping[str, Any]) -> GpuWork:
     spec = handlers.codec_spec(fields["codec"], fields["quality"])
     command = (f"python -m hac codec-attack --data FOLDER --codecs '{spec}' --objective {fields['objective']} "
                f"--eps {fields['eps_255']}/255 --steps {steps}")
-    return GpuWork(2 * (steps + 1) * len(parse_chain(spec)), command)
+    return GpuWork(2 * (steps + 1) * codec_passes(spec, 1), command)
 
 
 def batch_work(fields: Mapping[str, Any]) -> GpuWork:
@@ -87,7 +83,7 @@ def audit_work(fields: Mapping[str, Any]) -> GpuWork:
     config = AuditConfig(classifier=fields["classifier"], codec=codec or None, rounds=rounds, images=max(images, 1))
     per_check = _audit_check_steps(config)
     steps = config.steps + sum(per_check.get(check, config.steps) for check in fields["checks"] or [])
-    passes = max(1, len(parse_chain(codec)) * rounds) if codec else 1
+    passes = max(1.0, codec_passes(codec, rounds)) if codec else 1
     command = (f"python -m hac audit --classifier {fields['classifier']} --codec '{codec}' --rounds {rounds} "
                f"--data FOLDER --images {images} --eps {fields['eps_255']}/255 --checks {','.join(fields['checks'] or [])}")
     return GpuWork(max(images, 1) * (steps + 1) * passes, command)

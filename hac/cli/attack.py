@@ -14,7 +14,7 @@ from ..defence.pipeline import DefenceReport, attack_and_purify
 from ..defence.purify import build_chain
 from ..core.specs import ComponentSpec, format_spec, parse_spec, parse_value
 from ..attacks.threats import ThreatModel
-from .common import add_classifier_args, add_codec_args, chain_text, format_topk, write_json
+from .common import add_classifier_args, add_codec_args, add_overwrite_arg, chain_text, check_out, format_topk, write_json
 
 __all__ = ["add_parser", "run"]
 
@@ -38,7 +38,9 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--eot-samples", type=int, default=8, help="samples per step for the eot threat model")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, help="folder for the PNGs and result.json")
+    parser.add_argument("--out", type=Path, help="folder for result.json and, per threat model and image, "
+                        "<threat>/<index>-<image name>/ with the PNGs")
+    add_overwrite_arg(parser)
     add_classifier_args(parser)
     add_codec_args(parser)
     parser.set_defaults(run=run)
@@ -95,16 +97,22 @@ def _print_report(report: DefenceReport, names: list[Path]) -> None:
           f"adversarial + purification {_accuracy(report, 'purified')}, clean + purification {_accuracy(report, 'purified_clean')}")
 
 
+def image_folder(index: int, path: Path) -> str:
+    """The folder name of the ``index``-th image: its position and name, unique even for same-named files."""
+    return f"{index + 1:03d}-{path.stem}"
+
+
 def _save(report: DefenceReport, names: list[Path], out: Path, eps: float | None) -> list[dict]:
     rows = []
     for i, name in enumerate(names):
-        folder = out / report.threat / name.stem
+        folder = out / report.threat / image_folder(i, name)
         save_png(report.clean[i], folder / "clean.png")
         save_png(report.adversarial[i], folder / "adversarial.png")
         save_png(report.purified.x[i], folder / "purified.png")
         save_png(perturbation_image(report.adversarial[i] - report.clean[i], eps), folder / "perturbation.png")
         rows.append({
             "image": str(name),
+            "folder": f"{report.threat}/{image_folder(i, name)}",
             "label": int(report.labels[i]),
             **{f"top5_{k}": [{"index": a, "name": b, "prob": p} for a, b, p in report.top5[k][i]] for k in report.top5},
             "linf": float(report.linf[i]), "l2": float(report.l2[i]), "adversarial_psnr": float(report.adversarial_psnr[i]),
@@ -117,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     threats = [ThreatModel(t.strip()) for t in args.threat.split(",") if t.strip()]
     if not threats:
         raise ValueError(f"--threat needs at least one of {', '.join(ThreatModel.values())}")
+    check_out(args.out, args.overwrite)
     chain = chain_text(args.codec)
     build_chain(chain)  # validate before any heavy work
     attack = _attack_spec(args)

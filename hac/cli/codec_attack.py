@@ -24,7 +24,7 @@ from ..attacks.codec_attacks import (
 from ..codecs import create_codec
 from ..hub import MissingWeightsError
 from ..core.images import list_images, load_image
-from .common import write_json
+from .common import add_overwrite_arg, check_out, write_json
 
 __all__ = ["add_parser", "run", "load_folder", "parse_eps_list"]
 
@@ -61,6 +61,7 @@ def add_parser(subparsers) -> None:
                         help="rate-distortion lambda of the learned codecs (their card): adds the R-D cost bpp + lambda*255^2*MSE "
                         "and, with several codecs, each one's change against the first (before/after adversarial fine-tuning)")
     parser.add_argument("--out", type=Path, help="folder for codec_attack.csv/.json and the plots")
+    add_overwrite_arg(parser)
     parser.set_defaults(run=run)
 
 
@@ -213,6 +214,7 @@ def _print_worst(worst: list[dict], width: int) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.lmbda is not None and args.lmbda <= 0:
         raise ValueError(f"--lmbda must be positive, got {args.lmbda}")
+    check_out(args.out, args.overwrite)
     settings = _settings(args)  # validate before any heavy work
     if args.threads:
         torch.set_num_threads(args.threads)

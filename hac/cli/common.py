@@ -11,7 +11,8 @@ import torch
 from ..core.files import atomic_write_text
 from ..core.images import DEFAULT_MAX_PIXELS
 
-__all__ = ["add_image_args", "add_classifier_args", "add_codec_args", "chain_text", "write_json", "format_topk"]
+__all__ = ["add_image_args", "add_classifier_args", "add_codec_args", "add_overwrite_arg", "check_out", "chain_text",
+           "write_json", "format_topk"]
 
 
 def add_image_args(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +26,31 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     parser.add_argument("--out", type=Path, help="folder for the PNGs and result.json")
+    add_overwrite_arg(parser)
+
+
+def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out folder that already holds files (files of the same name are replaced)")
+
+
+def check_out(out: Path | None, overwrite: bool, resumable: str | None = None) -> None:
+    """Refuse an ``--out`` that is a file, or a folder already holding files, unless ``overwrite``.
+
+    ``resumable`` names the file that marks a run this command continues (its folder is accepted).
+
+    Raises:
+        ValueError: naming the folder, some of what it holds and the fix.
+    """
+    if out is None or not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder")
+    held = sorted(entry.name for entry in out.iterdir())
+    if not held or overwrite or (resumable and (out / resumable).is_file()):
+        return
+    shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+    raise ValueError(f"--out {out} already holds files ({shown}); give a new folder, or pass --overwrite to write into it")
 
 
 def add_classifier_args(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ import argparse
 from ..models.classifiers import create_classifier
 from ..core.images import load_image, save_png
 from ..defence.purify import build_chain, purify
-from .common import add_classifier_args, add_codec_args, add_image_args, chain_text, format_topk, write_json
+from .common import add_classifier_args, add_codec_args, add_image_args, chain_text, check_out, format_topk, write_json
 
 __all__ = ["add_parser", "run"]
 
@@ -25,6 +25,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_out(args.out, args.overwrite)
     chain = chain_text(args.codec)
     codecs = build_chain(chain)  # validate the chain before any heavy work
     x = load_image(args.image, max_pixels=args.max_pixels)[None].to(args.device)

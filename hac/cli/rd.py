@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import add_overwrite_arg, check_out
 from ..codecs import CodecMode
 from ..rd.sweep import RDPoint, RDResults, evaluate_rd, write_outputs
 
@@ -33,6 +34,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-images", type=int, help="use the first K images only")
     parser.add_argument("--batch-size", type=int, default=4, help="images of equal size coded together (default 4)")
     parser.add_argument("--out", type=Path, help="folder for rd.csv, rd.json, rd.png, bd_rate.csv")
+    add_overwrite_arg(parser)
     parser.set_defaults(run=run)
 
 
@@ -59,6 +61,7 @@ def _print_summary(results: RDResults) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_out(args.out, args.overwrite)
     print(f"{'curve':<28} {'spec':<44} {'bpp':>8} {'PSNR':>8} {'MS-SSIM':>9} {'seconds':>8}")
     results = evaluate_rd(
         args.data,

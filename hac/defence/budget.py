@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..attacks.classifier_attacks import ATTACKS
-from ..attacks.threats import check_threat
+from ..attacks.threats import ThreatModel
 from ..codecs.factory import codec_class
 from ..core.specs import ComponentSpec, parse_chain, parse_spec
 
@@ -64,7 +64,7 @@ class WorkEstimate:
                 f"{worst.codec_passes:g} codec passes) = {self.units:,.0f} units")
 
 
-def attack_steps(attack: str | ComponentSpec, threat: str = "oblivious", eot_samples: int = 1) -> int:
+def attack_steps(attack: str | ComponentSpec, threat: ThreatModel | str = ThreatModel.OBLIVIOUS, eot_samples: int = 1) -> int:
     """Model calls per image of one attack run: its steps x restarts (x its own ``eot_iter``), times
     ``eot_samples`` under the ``eot`` threat model.
 
@@ -73,7 +73,7 @@ def attack_steps(attack: str | ComponentSpec, threat: str = "oblivious", eot_sam
     """
     spec = parse_spec(attack) if isinstance(attack, str) else attack
     steps = ATTACKS.get(spec.name).steps(spec.params)
-    return steps * (eot_samples if check_threat(threat) == "eot" else 1)
+    return steps * (eot_samples if ThreatModel(threat) is ThreatModel.EOT else 1)
 
 
 def codec_passes(chain: str | Sequence[ComponentSpec], rounds: int) -> float:
@@ -86,7 +86,7 @@ def codec_passes(chain: str | Sequence[ComponentSpec], rounds: int) -> float:
     return rounds * sum(codec_class(spec.name).pass_cost for spec in specs)
 
 
-def cell_work(attack: str | ComponentSpec, threat: str, chain: str | Sequence[ComponentSpec] | None, rounds: int,
+def cell_work(attack: str | ComponentSpec, threat: ThreatModel | str, chain: str | Sequence[ComponentSpec] | None, rounds: int,
               eot_samples: int = 1) -> CellWork:
     """One cell's work per image; ``chain=None`` is the undefended baseline (the classifier alone)."""
     passes = 1.0 if chain is None else max(1.0, codec_passes(chain, rounds))
