@@ -111,7 +111,7 @@ def check_attack_caps(field: str, spec: ComponentSpec) -> None:
         value = spec.params.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > cap:
             raise ValueError(f"{field}: {key}={value} in {spec} is over the app's cap of {cap}; lower it, or run it "
-                             "with the command line (`python -m hac attack` / `python -m hac eval`)")
+                             "with the command line (`python -m hac attack` or `python -m hac eval`)")
 
 
 def _path_parameters(codec: str) -> list[str]:
@@ -163,7 +163,7 @@ def request_deadline(seconds: float) -> Deadline:
     return Deadline(seconds, gone)
 
 
-_PATH = re.compile(r"(?:~|(?<![\w.:/])/)[^\s'\"`,;()\[\]]*")
+_PATH = re.compile(r"(?:~/|(?<![\w.:/])/(?=[\w.~-]))[^\s'\"`,;()\[\]]*")
 
 
 def public_message(message: str, names: Callable[[str], str] = lambda path: Path(path).name or "the file") -> str:

@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 import gradio as gr
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from ..attacks.classifier_attacks import attack_names
 from ..models.classifiers import DEFAULT_CLASSIFIER
@@ -53,7 +53,7 @@ def _quality_slider() -> gr.Slider:
     """The quality slider as :func:`hac.app.handlers.quality_for_codec` sets it for :data:`START_CODEC`."""
     low, high, start = handlers.codec_quality_range(START_CODEC)
     name = handlers.codec_info(START_CODEC).quality_param
-    return gr.Slider(low, high, value=start, step=1, label=f"Quality {name}", info=handlers.quality_info(START_CODEC))
+    return SliderInput(low, high, value=start, step=1, label=f"Quality {name}", info=handlers.quality_info(START_CODEC))
 
 
 class ImageUpload(gr.Image):
@@ -70,6 +70,9 @@ class ImageUpload(gr.Image):
             return super().preprocess(payload)
         except gr.Error:
             raise
+        except Image.DecompressionBombError as error:
+            name = getattr(payload, "orig_name", None) or "the uploaded file"
+            raise handlers.user_error(f"{name} is too large: {error}", "Image too large") from None
         except UnidentifiedImageError:
             name = getattr(payload, "orig_name", None) or "the uploaded file"
             raise handlers.user_error(
@@ -80,16 +83,29 @@ class ImageUpload(gr.Image):
             raise handlers.user_error(f"the uploaded file could not be read as an image: {error}", "Unreadable image") from None
 
 
-class NumberInput(gr.Number):
-    """``gr.Number`` whose non-numbers (text sent to the API) become a :class:`gradio.Error` naming the field."""
+class _NamedErrors:
+    """Input errors of a numeric component (text, out of range, a fraction where a whole number goes) become a
+    :class:`gradio.Error` that names the field; ``is_template`` keeps Gradio's front end."""
 
     is_template = True
 
     def preprocess(self, payload):
+        if getattr(self, "precision", None) == 0 and isinstance(payload, float) and not payload.is_integer():
+            raise handlers.user_error(f"{self.label} must be a whole number, got {payload!r}", "Invalid input")
         try:
             return super().preprocess(payload)
+        except gr.Error as error:
+            raise handlers.user_error(f"{self.label}: {error.message}", "Invalid input") from None
         except (TypeError, ValueError):
             raise handlers.user_error(f"{self.label} must be a number, got {payload!r}", "Invalid input") from None
+
+
+class NumberInput(_NamedErrors, gr.Number):
+    """``gr.Number`` with errors that name the field."""
+
+
+class SliderInput(_NamedErrors, gr.Slider):
+    """``gr.Slider`` with errors that name the field."""
 
 
 def _image(label: str, **kwargs: Any) -> gr.Image:
@@ -132,8 +148,8 @@ def _attack_tab(cache: ModelCache, files: RunFiles, limits: AppLimits) -> None:
                     info="what the attacker knows about the defence (see About)",
                 )
             with gr.Row():
-                eps = gr.Slider(1, 32, value=4, step=1, label="ε (L∞, in 1/255)", info="L2/minimal attacks keep their own budget")
-                steps = gr.Slider(1, handlers.MAX_STEPS, value=10, step=1, label="Attack steps")
+                eps = SliderInput(1, 32, value=4, step=1, label="ε (L∞, in 1/255)", info="L2/minimal attacks keep their own budget")
+                steps = SliderInput(1, handlers.MAX_STEPS, value=10, step=1, label="Attack steps")
             with gr.Row():
                 codec = gr.Dropdown(handlers.codec_choices(), value=START_CODEC, label="Codec", elem_id="codec")
                 quality = _quality_slider()
@@ -143,7 +159,7 @@ def _attack_tab(cache: ModelCache, files: RunFiles, limits: AppLimits) -> None:
                 max_lines=1,
             )
             with gr.Row():
-                rounds = gr.Slider(1, handlers.APP_MAX_ROUNDS, value=1, step=1, label="Purification rounds")
+                rounds = SliderInput(1, handlers.APP_MAX_ROUNDS, value=1, step=1, label="Purification rounds")
                 seed = NumberInput(0, precision=0, minimum=0, label="Seed")
             run = gr.Button("Attack & purify", variant="primary", elem_id="run-attack")
         with gr.Column(scale=2):
@@ -209,7 +225,7 @@ def _codec_attack_tab(cache: ModelCache, files: RunFiles, limits: AppLimits) -> 
             eps = gr.Radio(
                 [(f"{e}/255", e) for e in codec_attack.EPS_CHOICES], value=4, label="ε (L∞)", elem_id="codec-eps"
             )
-            steps = gr.Slider(1, codec_attack.MAX_STEPS, value=10, step=1, label="PGD steps", elem_id="codec-steps")
+            steps = SliderInput(1, codec_attack.MAX_STEPS, value=10, step=1, label="PGD steps", elem_id="codec-steps")
             run = gr.Button("Attack the codec", variant="primary", elem_id="run-codec-attack")
         with gr.Column(scale=2):
             with gr.Row():
