@@ -243,6 +243,17 @@ def test_cli_refuses_a_non_empty_out_unless_overwrite(tmp_path, capsys, photo_di
     assert (out / "notes.txt").read_text() == "mine" and len(list(out.iterdir())) > 1
 
 
+def test_cli_audit_refuses_a_non_empty_out(tmp_path, capsys, photo_dir):
+    data = _tiny_imagenet(tmp_path / "imagenet", photo_dir, 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, err = _cli(capsys, "audit", "--codec", "jpeg:q=50", "--data", str(data), "--images", "1", "--out", str(out))
+    assert code == 2
+    assert _one_error(err) == (f"error: --out {out} already holds files (notes.txt); give a new folder, "
+                               "or pass --overwrite to write into it")
+
+
 def test_cli_eval_continues_its_own_run(tmp_path, capsys, photo_dir):
     data = _tiny_imagenet(tmp_path / "imagenet", photo_dir, 1)
     args = ["eval", "--preset", "smoke", "--data", str(data), "--limit", "1", "--quiet", "--no-plots", "--out", str(tmp_path / "run")]
