@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..core.specs import parse_value
 from .eval import _Bar
-from .common import add_overwrite_arg, check_out
+from .common import add_run_folder_arg, check_out
 from ..evaluation.store import STORE_FILENAME
 
 __all__ = ["add_parser", "run", "parse_eps"]
@@ -60,9 +60,7 @@ def add_parser(subparsers) -> None:
                         help=f"parts of the suite to run: 'all', a list, or 'all,-square' (choices: {', '.join(CHECKS)})")
     parser.add_argument("--batch-size", type=int, default=8, help="images per unit of work (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="image subset and attack seeds (default 0)")
-    parser.add_argument("--out", type=Path, required=True, help="audit folder: rows.jsonl, report.md, audit.json, worst_case.csv, "
-                        "plots; a folder holding rows.jsonl is continued, any other non-empty one refused without --overwrite")
-    add_overwrite_arg(parser)
+    add_run_folder_arg(parser, "rows.jsonl, report.md, audit.json, worst_case.csv, plots")
     parser.add_argument("--surrogate-cache", type=Path, help="folder of learned surrogates (default ~/.cache/hac/audit-surrogates)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")

@@ -11,7 +11,7 @@ import torch
 from ..core.files import atomic_write_text
 from ..core.images import DEFAULT_MAX_PIXELS
 
-__all__ = ["add_image_args", "add_classifier_args", "add_codec_args", "add_overwrite_arg", "check_out", "chain_text",
+__all__ = ["add_image_args", "add_classifier_args", "add_codec_args", "add_overwrite_arg", "add_run_folder_arg", "check_out", "chain_text",
            "write_json", "format_topk"]
 
 
@@ -32,6 +32,13 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
 def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="write into an --out folder that already holds files (files of the same name are replaced)")
+
+
+def add_run_folder_arg(parser: argparse.ArgumentParser, holds: str) -> None:
+    """``--out`` (required) for a resumable command's run folder, plus ``--overwrite``."""
+    parser.add_argument("--out", type=Path, required=True, help=f"run folder: {holds}; a folder holding rows.jsonl is "
+                        "continued, any other non-empty one refused without --overwrite")
+    add_overwrite_arg(parser)
 
 
 def check_out(out: Path | None, overwrite: bool, resumable: str | None = None) -> None:

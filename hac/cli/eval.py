@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_overwrite_arg, check_out
+from .common import add_run_folder_arg, check_out
 from ..evaluation.config import PRESETS, load_config
 from ..evaluation.runner import evaluate
 from ..evaluation.paired import check_reference, paired_rows, write_paired
@@ -34,9 +34,7 @@ def add_parser(subparsers) -> None:
                         "(CIFAR-10); a Hub dataset, streamed: hf://datasets/<owner>/<name>[/<config>]?split=validation"
                         "[&pool=N] (the first --limit rows, or a seeded sample of the first N); or a folder in the Hub's "
                         "parquet layout. Overrides the config's data.path")
-    parser.add_argument("--out", type=Path, required=True, help="run folder: rows.jsonl, summary.csv, results.json, plots; "
-                        "a folder holding rows.jsonl is continued, any other non-empty one refused without --overwrite")
-    add_overwrite_arg(parser)
+    add_run_folder_arg(parser, "rows.jsonl, summary.csv, results.json, plots")
     parser.add_argument("--limit", type=int, help="evaluate a fixed, seeded subset of N images (overrides data.limit)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--threads", type=int, help="torch CPU threads of this process, or of each Ray worker "

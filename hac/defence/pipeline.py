@@ -91,7 +91,7 @@ def attack_and_purify(
         with torch.no_grad():
             labels = classifier(x).argmax(1)
     model = attacked_model(classifier, purifier, threat, eot_samples)
-    built = create_attack(attack, model, stop)
+    built = create_attack(attack, model, stop=stop)
     warnings = []
     health = gradient_health(model, x, labels)
     if health.masked and not built.entry.gradient_free:
