@@ -13,11 +13,9 @@ from ..defence.budget import cell_work, codec_passes
 from . import batch, handlers
 from .gpu import GpuWork
 
-__all__ = ["attack_work", "codec_attack_work", "batch_work", "audit_work", "EOT_SAMPLES", "DEFAULT_STEPS"]
+__all__ = ["attack_work", "codec_attack_work", "batch_work", "audit_work", "EOT_SAMPLES"]
 
 EOT_SAMPLES = handlers.EOT_SAMPLES
-DEFAULT_STEPS = 10
-"""Steps counted for an attack spec that does not set ``steps``."""
 
 
 def _cell_units(attack_spec: str, threat: str, chain: str | None, rounds: int) -> float:
