@@ -95,7 +95,7 @@ def test_the_duration_asked_for_grows_with_the_work(demo_with_stand_in, tmp_path
     codec = events["codec_attack"]
     assert _duration(codec, image="x.png", steps=5) < _duration(codec, image="x.png", steps=50)
     batch = events["batch"]
-    smoke = _smoke_fields()
+    smoke = {**_smoke_fields(), "attacks": "pgd:steps=50"}  # FGSM's one step is too little work to show a change
     one = _duration(batch, dataset="sample", preset="smoke", **{**smoke, "limit": 1})
     assert one < _duration(batch, dataset="sample", preset="smoke", **{**smoke, "limit": 5})
     assert one < _duration(batch, dataset="sample", preset="smoke", **{**smoke, "limit": 1, "rounds": "1, 3"})
