@@ -120,6 +120,8 @@ def on_gpu(handler: Callable[..., Any], work: Callable[[Mapping[str, Any]], GpuW
 
     @functools.wraps(handler)
     def call(*args: Any, **kwargs: Any) -> Any:
+        if gpu is None:  # no GPU call to size: the app's work budget (hac.app.limits) alone applies
+            return decorated(*args, **kwargs)
         with user_errors():
             request = request_work(*args, **kwargs)
         seconds, limit = call_seconds(request), max_call_seconds()
