@@ -35,12 +35,7 @@ FAST = dict(classifier="tiny", images=12, batch_size=4, steps=10, apgd_steps=10,
             surrogate_steps=30, steps_multipliers=(2,), eps_sweep=(16 / 255,))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -54,13 +54,7 @@ CELLS = 3 + 3 * 2 * 2 + 1  # baselines + oblivious + bpda
 UNITS = CELLS * 2  # two batches of three images
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: faster than two on a busy 2-core machine, and the same numbers every run."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
