@@ -120,6 +120,8 @@ def _steps_check(run: AuditRun, counted: list[Step], base_broken: set[str], corr
     drop = curve[-2][1] - curve[-1][1]
     values = {"strongest": run.strongest, "accuracy": dict(curve)}
     text = " -> ".join(f"{a:.3f} ({k})" for k, a in curve)
+    if not correct - first_phase:
+        return Check("steps", "pass", f"{run.strongest}: {text}; vacuous: no image survived the first phase, so more steps had nothing to attack", values)
     if drop < CONVERGED_POINTS:
         return Check("steps", "pass", f"{run.strongest}: {text}; converged (last drop {drop * 100:.1f} points)", values)
     return Check("steps", "FLAG", f"{run.strongest}: {text}; NOT converged (last drop {drop * 100:.1f} points): the verdict is an upper bound", values)
@@ -136,6 +138,8 @@ def _eps_check(run: AuditRun, base_accuracy: float, correct: set[str], base_brok
     last_eps, last = list(curve.items())[-1]
     text = ", ".join(f"{a:.3f} at {e}" for e, a in curve.items())
     values = {"strongest": run.strongest, "accuracy": curve}
+    if not correct - base_broken:
+        return Check("eps-sweep", "pass", f"{text}: vacuous: nothing survived at {run.config.eps * 255:g}/255", values)
     if last <= EPS_SWEEP_TARGET:
         return Check("eps-sweep", "pass", f"{text}: reaches <= {EPS_SWEEP_TARGET:.0%}", values)
     return Check("eps-sweep", "FLAG", f"{text}: does not reach <= {EPS_SWEEP_TARGET:.0%} at {last_eps}: gradient masking or a bug", values)
