@@ -158,7 +158,7 @@ def test_every_zoo_entry_has_a_spec() -> None:
     assert ARCHITECTURES["mbt2018"].spec(3).paper.startswith("D. Minnen")
     cheng_ms_ssim = ARCHITECTURES["cheng2020-anchor"].spec(1, "ms-ssim")
     assert cheng_ms_ssim.filename == "cheng2020_anchor-ms-ssim-1-20f521db.pth.tar"
-    assert ARCHITECTURES["hac-hyperprior"].spec(2).filename == "hac-hyperprior-q2.safetensors"
+    assert ARCHITECTURES["hac-hyperprior"].spec(2).local_filename == "hac-hyperprior-q2.safetensors"
 
 
 # --- weights through the hub -------------------------------------------------------------
@@ -264,7 +264,7 @@ def test_hac_hyperprior_missing_weights(offline) -> None:
 @pytest.mark.parametrize("family", ["hac-hyperprior-adv", "hac-hyperprior-robust"])
 def test_hac_family_names_its_own_files(offline, family: str) -> None:
     assert ARCHITECTURES[family].qualities == (1, 2, 3)
-    assert ARCHITECTURES[family].spec(2).filename == f"{family}-q2.safetensors"
+    assert ARCHITECTURES[family].spec(2).local_filename == f"{family}-q2.safetensors"
     with pytest.raises(hub.MissingWeightsError, match=rf"copy the file into weights/{family}-q1\.safetensors"):
         create_codec(f"{family}:q=1")
 

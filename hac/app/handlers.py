@@ -89,7 +89,7 @@ def user_errors() -> Iterator[None]:
     except ImageError as error:
         raise user_error(public_message(str(error)), "Unreadable image") from error
     except MissingWeightsError as error:
-        raise user_error(str(error), "Weights not downloaded") from error
+        raise user_error(public_message(str(error)), "Weights not downloaded") from error
     except UnsafeWeightsError as error:
         raise user_error(public_message(str(error)), "Weights refused") from error
     except WorkTooLarge as error:

@@ -156,6 +156,10 @@ class OwnWeightSpec(WeightSpec):
     def source(self) -> str:
         return f"hac ({self.local_filename}); Hub copy {super().source}"
 
+    def fetch_hint(self) -> str:
+        return (f"{super().fetch_hint()}, once hac's weights are published there; "
+                f"or train it (docs/training.md) or copy the file into weights/{self.local_filename}")
+
 
 @dataclass(frozen=True)
 class ConvertedWeightSpec(WeightSpec):
