@@ -93,15 +93,17 @@ class Dataset(ABC):
 
     name: str = ""
     label_space: str = "imagenet"
+    _labels: dict[str, int]  # every image id -> its class index, filled by the subclass
+    _ids: list[str]  # sorted(_labels)
 
     @property
-    @abstractmethod
     def ids(self) -> list[str]:
         """Every image id, sorted."""
+        return self._ids
 
-    @abstractmethod
     def label(self, image_id: str) -> int:
         """The class index of one image."""
+        return self._labels[image_id]
 
     @abstractmethod
     def load(self, image_id: str) -> Tensor:
@@ -194,13 +196,6 @@ class FolderDataset(Dataset):
                 "WordNet id (e.g. n01440764/), a CIFAR-10 folder one per class name (airplane/, ...)"
             )
         return indices
-
-    @property
-    def ids(self) -> list[str]:
-        return self._ids
-
-    def label(self, image_id: str) -> int:
-        return self._labels[image_id]
 
     def load(self, image_id: str) -> Tensor:
         return load_image(self.root / image_id)
@@ -370,13 +365,6 @@ class HubDataset(Dataset):
             raise ValueError(f"{source.url} holds no rows")
         self._ids = sorted(self._labels)
         logger.info("%s: %d images read", self.name, len(self._ids))
-
-    @property
-    def ids(self) -> list[str]:
-        return self._ids
-
-    def label(self, image_id: str) -> int:
-        return self._labels[image_id]
 
     def load(self, image_id: str) -> Tensor:
         return load_image(self._images[image_id])
