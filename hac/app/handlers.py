@@ -177,9 +177,9 @@ def _codec_missing(codec: str, q: Quality | None = None) -> str | None:
 
 
 def codec_choices() -> list[tuple[str, str]]:
-    """(label, name) per codec, those that need no weights (the classical ones) first; codecs with no weights
-    on this machine are labelled so."""
-    names = sorted(codec_names(), key=lambda name: (bool(codec_info(name).weights), name))
+    """(label, name) per codec, those that need no weights (the classical ones) first, each group in
+    registration order (jpeg, webp, ..., avif, jxl); codecs with no weights on this machine are labelled so."""
+    names = sorted(codec_names(sort=False), key=lambda name: bool(codec_info(name).weights))
     return [(name if _codec_missing(name) is None else f"{name} ({UNAVAILABLE})", name) for name in names]
 
 

@@ -93,9 +93,11 @@ def load_all_codec_modules() -> None:
             importlib.import_module(module.name)
 
 
-def codec_names() -> list[str]:
+def codec_names(sort: bool = True) -> list[str]:
+    """Every registered codec's name, sorted, or in registration order (``sort=False``: module by module,
+    each module's codecs as it declares them, e.g. jpeg before webp)."""
     load_all_codec_modules()
-    return CODECS.names()
+    return CODECS.names(sort)
 
 
 def check_codec_params(name: str, params: Mapping[str, Any]) -> None:

@@ -52,8 +52,9 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names())}"
             ) from None
 
-    def names(self) -> list[str]:
-        return sorted(self._entries)
+    def names(self, sort: bool = True) -> list[str]:
+        """The registered names, sorted, or in the order they were registered (``sort=False``)."""
+        return sorted(self._entries) if sort else list(self._entries)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
