@@ -193,6 +193,30 @@ def test_resume_after_kill_9_loses_nothing(tmp_path, tiny, jpeg):
     assert again.run.run["units_computed"] == 0
 
 
+def test_a_stop_check_ends_the_audit_mid_attack_and_a_rerun_continues(tmp_path, tiny, jpeg):
+    from hac.core.cancel import Cancelled
+
+    config = AuditConfig(eps=2 / 255, **FAST)
+    images = tiny_images(tiny, 12, purifier=jpeg)
+    reference = audit(config, tmp_path / "whole", classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
+    calls = []
+
+    def stop():  # the stop check of a request whose time ran out after 40 checks
+        calls.append(1)
+        if len(calls) > 40:
+            raise Cancelled("stopped after 40 checks")
+
+    out = tmp_path / "stopped"
+    with pytest.raises(Cancelled, match="stopped after 40 checks"):
+        audit(config, out, classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None, stop=stop)
+    assert len(calls) == 41  # it stopped at the first check that said so, inside an attack (more checks than units)
+    finished = (out / STORE_FILENAME).read_text().count('"kind":"commit"')
+    assert 0 < finished < reference.run.run["units_computed"]
+    resumed = audit(config, out, classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
+    assert resumed.run.run["units_reused_from_store"] == finished
+    assert resumed.run.outcome == reference.run.outcome
+
+
 def test_report_files(tmp_path, tiny, jpeg):
     config = AuditConfig(eps=2 / 255, **FAST)
     result = audit(config, tmp_path, classifier=tiny, purifier=jpeg, images=tiny_images(tiny, 8, purifier=jpeg), surrogate_cache=None)

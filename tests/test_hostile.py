@@ -398,6 +398,62 @@ def test_app_batch_refusals(client, changes, message):
     assert message in _app_error(lambda: client.predict(*args, api_name="/batch"))
 
 
+AUDIT = dict(dataset=SAMPLE_DATASET, classifier="efficientnet-lite0", codec="jpeg:q=25", rounds=1, images=1, eps_255=4,
+             checks=["bpda"], steps=1, restarts=1, apgd_steps=20, square_queries=500, surrogate_steps=150,
+             steps_multipliers="5, 20", eps_sweep="8, 16")
+LONG_AUDIT = dict(AUDIT, images=2, steps=200)
+"""Within the budget (2 images x 401 steps) but far longer than the test server's time limit."""
+HOSTILE_AUDITS = [
+    # one budget: every field within its cap, the whole over the budget -> refused with what to lower and the command
+    (dict(images=50, steps=200),
+     "This audit is too much work for this app: 50 images x 1 cell ((400 attack steps x restarts x EOT samples + 1) x 1 "
+     "codec passes) = 20,050 units, over its budget of 20,000 (about 23 min on one CPU core). Lower the attack steps "
+     "(PGD steps x restarts, APGD steps, Square queries, the checks ticked), or run it on your own machine: "
+     "`python -m hac audit --classifier efficientnet-lite0 --codec 'jpeg:q=25' --rounds 1 --data FOLDER --images 50 "
+     "--eps 4/255 --steps 200 --restarts 1 --apgd-steps 20 --square-queries 500 --surrogate-steps 150 "
+     "--steps-multipliers 5,20 --eps-sweep 8/255,16/255 --checks bpda --out runs/audit`"),
+    (dict(images=20, checks=["bpda", "steps", "eps-sweep"], steps=100, restarts=10, steps_multipliers="5, 10, 15, 20"),
+     "This audit is too much work for this app: 20 images x 1 cell ((54,000 attack steps"),
+    # every field has a cap, named in the refusal
+    (dict(steps=100000), "PGD steps (at most 200): Value 100000 is greater than maximum value 200."),
+    (dict(restarts=11), "PGD restarts (at most 10): Value 11 is greater than maximum value 10."),
+    (dict(apgd_steps=201), "APGD steps (at most 200): Value 201 is greater than maximum value 200."),
+    (dict(square_queries=10**6), "Square queries (at most 5000): Value 1000000 is greater than maximum value 5000."),
+    (dict(surrogate_steps=501), "Surrogate training steps (at most 500): Value 501 is greater than maximum value 500."),
+    (dict(images=51), "Images (at most 50): Value 51 is greater than maximum value 50."),
+    (dict(rounds=6), "Rounds: Value 6 is greater than maximum value 5."),
+    (dict(steps_multipliers="5, 1000"), "Steps multipliers: every value must be in (1, 20], got 1000 (the app's cap; "
+                                         "`python -m hac audit` has none)"),
+    (dict(steps_multipliers="2,3,4,5,6"), "Steps multipliers: 5 values, the app runs at most 4"),
+    (dict(eps_sweep="8, 16, 24, 32, 48"), "ε sweep: 5 values, the app runs at most 4"),
+    (dict(eps_sweep="nan"), "ε sweep: every value must be in (4, 64], got nan"),
+    (dict(codec="+".join(["jpeg:q=25"] * 9)), "Codec chain: the chain has 9 codecs, the app runs at most 8"),
+    (dict(checks=[]), "tick at least one check"),
+    # no server file can be named or shown
+    (dict(codec="hac-hyperprior:q=1,weights=/etc/shadow"), "Codec chain: the app does not open server files, so "
+                                                           "hac-hyperprior takes no weights= here"),
+    (dict(dataset="/etc"), "Value: /etc is not in the list of choices: ['sample: 5 scikit-image photos', 'leaky', 'mini']"),
+]
+
+
+@pytest.mark.parametrize("changes,message", HOSTILE_AUDITS, ids=[str(c)[:60] for c, _ in HOSTILE_AUDITS])
+def test_app_audit_refusals(client, changes, message):
+    args = dict(AUDIT, **changes).values()
+    started = time.monotonic()
+    error = _app_error(lambda: client.predict(*args, api_name="/audit"))
+    assert message in error
+    assert time.monotonic() - started < TIME_LIMIT  # refused before any work (the time limit would have said "stopped")
+
+
+def test_app_stops_an_audit_at_its_time_limit_and_serves_the_next(client):
+    started = time.monotonic()
+    message = _app_error(lambda: client.predict(*LONG_AUDIT.values(), api_name="/audit"))
+    assert f"over the time limit of {TIME_LIMIT} s; the worker has moved on to the next request" in message
+    assert time.monotonic() - started < 2 * 200 * 0.05  # far sooner than its two 200-step attacks on 2 images
+    card, steps, _, archive = client.predict(*AUDIT.values(), api_name="/audit")
+    assert card.startswith("### Verdict: efficientnet-lite0 + jpeg:q=25 x1 at ε = 4/255") and archive.endswith(".zip")
+
+
 def test_app_lists_data_folders_added_while_it_runs(client, data_root, photo_dir):
     _tiny_imagenet(data_root / "added-later", photo_dir, 1)
     *_, status, _ = client.predict(*dict(BATCH, dataset="added-later").values(), api_name="/batch")

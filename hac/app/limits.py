@@ -28,7 +28,7 @@ from ..defence.budget import WorkEstimate
 
 __all__ = [
     "MAX_STEPS", "MAX_RESTARTS", "MAX_EOT_ITER", "MAX_QUERIES", "MAX_CHAIN", "APP_MAX_ROUNDS", "MAX_IMAGES",
-    "SECONDS_PER_UNIT", "AppLimits", "WorkTooLarge", "check_attack_caps", "check_chain", "request_deadline",
+    "MAX_SURROGATE_STEPS", "MAX_STEPS_MULTIPLIER", "MAX_SWEEP", "SECONDS_PER_UNIT", "AppLimits", "WorkTooLarge", "check_attack_caps", "check_chain", "request_deadline",
     "public_message",
 ]
 
@@ -41,6 +41,12 @@ MAX_QUERIES = 5000
 """Most queries of a gradient-free attack (Square's ``n_queries``)."""
 MAX_CHAIN = 8
 """Most codecs in one chain."""
+MAX_SURROGATE_STEPS = 500
+"""Most training steps of the audit's learned surrogate."""
+MAX_STEPS_MULTIPLIER = 20
+"""Largest multiple of its steps the audit's steps check may run the strongest attack at."""
+MAX_SWEEP = 4
+"""Most values in the audit's steps multipliers and in its eps sweep."""
 APP_MAX_ROUNDS = 10
 """The public app's purification rounds per request (the library allows up to ``purify.MAX_ROUNDS``)."""
 MAX_IMAGES = 200
@@ -82,8 +88,10 @@ class AppLimits:
                     raise ValueError(f"${variable} must be a number, got {text!r}") from None
         return cls(**values)
 
-    def check(self, estimate: WorkEstimate, what: str, command: str) -> None:
-        """Refuse ``estimate`` if it is over :attr:`max_work`, naming its largest factor and ``command``.
+    def check(self, estimate: WorkEstimate, what: str, command: str,
+              steps: str = "the attack steps (steps x restarts x EOT samples)") -> None:
+        """Refuse ``estimate`` if it is over :attr:`max_work`, naming its largest factor and ``command``;
+        ``steps`` says what the attack steps are made of in the caller's fields.
 
         Raises:
             WorkTooLarge: over the budget.
@@ -92,7 +100,7 @@ class AppLimits:
             return
         worst = max(estimate.cells, key=lambda cell: cell.units)
         factors = {
-            "the attack steps (steps x restarts x EOT samples)": worst.attack_steps + 1,
+            steps: worst.attack_steps + 1,
             "the codec chain's length or its rounds (learned codecs count for several passes)": worst.codec_passes,
             "the number of images": estimate.images,
             "the number of grid cells": len(estimate.cells),

@@ -344,7 +344,7 @@ def build_demo(
             with gr.Tab("Attack the codec", id="codec-attack"):
                 _codec_attack_tab(cache, files, limits)
             with gr.Tab("Audit", id="audit"):
-                audit.build_tab(cache, files)
+                audit.build_tab(cache, files, limits)
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT_MARKDOWN, elem_id="about")
         demo.load(_dataset_choices, None, dataset, api_visibility="private")

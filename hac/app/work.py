@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..defence.budget import cell_work, codec_passes
+from ..defence.budget import CellWork, WorkEstimate, cell_work, codec_passes, estimate_work
 from . import batch, handlers
 from .gpu import GpuWork
 
-__all__ = ["attack_work", "codec_attack_work", "batch_work", "audit_work", "EOT_SAMPLES"]
+__all__ = ["attack_work", "codec_attack_work", "batch_work", "audit_work", "audit_estimate", "EOT_SAMPLES"]
 
 EOT_SAMPLES = handlers.EOT_SAMPLES
 
@@ -61,27 +61,38 @@ def batch_work(fields: Mapping[str, Any]) -> GpuWork:
 
 
 def _audit_check_steps(config) -> dict[str, int]:
-    """Model calls per image of each audit check at ``config``'s settings (an upper bound: the cascade stops
-    attacking an image once it breaks)."""
+    """Model calls per image of each audit check at ``config``'s settings: an upper bound (the cascade stops
+    attacking an image once it breaks), except that only the ``eot`` check itself is counted with its EOT
+    samples: APGD and the phase-two repeats run under EOT only behind a stochastic purifier, which the fields
+    cannot tell (the time limit still bounds such a request)."""
+    pgd = config.steps * config.restarts
+    gradient = {"bpda": pgd, "straight-through": pgd, "apgd-ce": config.apgd_steps, "apgd-dlr": config.apgd_steps,
+                "learned-surrogate": pgd}
+    strongest = max([pgd, *(gradient[check] for check in config.checks if check in gradient)])
     return {
-        "bpda": config.steps, "straight-through": config.steps, "eot": config.steps * config.eot_samples,
-        "apgd-ce": config.apgd_steps, "apgd-dlr": config.apgd_steps,
-        "learned-surrogate": config.surrogate_steps + config.steps, "acm": config.steps,
-        "square": config.square_queries, "transfer": config.steps, "random-gradient": config.steps,
-        "steps": config.steps * sum(config.steps_multipliers), "eps-sweep": config.steps * len(config.eps_sweep),
+        **gradient, "eot": pgd * config.eot_samples, "learned-surrogate": config.surrogate_steps + pgd,
+        "acm": config.steps, "square": config.square_queries, "transfer": config.apgd_steps, "random-gradient": pgd,
+        "steps": strongest * sum(config.steps_multipliers), "eps-sweep": strongest * len(config.eps_sweep),
     }
 
 
-def audit_work(fields: Mapping[str, Any]) -> GpuWork:
-    """The "Audit" tab (:func:`hac.app.audit.run_audit`): its images times the checks' steps, oblivious PGD included."""
-    from ..audit import AuditConfig
+def audit_estimate(fields: Mapping[str, Any]) -> tuple[WorkEstimate, str]:
+    """The "Audit" tab's work (its images times the checks' steps, the oblivious PGD included, times the codec
+    passes) and the ``hac audit`` command that runs the same audit.
 
-    images, rounds = int(fields["images"] or 0), int(fields["rounds"] or 1)
-    codec = (fields["codec"] or "").strip()
-    config = AuditConfig(classifier=fields["classifier"], codec=codec or None, rounds=rounds, images=max(images, 1))
+    Raises:
+        ValueError: a field the tab refuses (see :func:`hac.app.audit.audit_config`).
+    """
+    from .audit import audit_command, audit_config
+
+    config = audit_config(fields)
     per_check = _audit_check_steps(config)
-    steps = config.steps + sum(per_check.get(check, config.steps) for check in fields["checks"] or [])
-    passes = max(1.0, codec_passes(codec, rounds)) if codec else 1
-    command = (f"python -m hac audit --classifier {fields['classifier']} --codec '{codec}' --rounds {rounds} "
-               f"--data FOLDER --images {images} --eps {fields['eps_255']}/255 --checks {','.join(fields['checks'] or [])}")
-    return GpuWork(max(images, 1) * (steps + 1) * passes, command)
+    steps = config.steps * config.restarts + sum(per_check[check] for check in config.checks)
+    passes = max(1.0, codec_passes(config.codec, config.rounds)) if config.codec else 1.0
+    return estimate_work(config.images, [CellWork(steps, passes)]), audit_command(config, fields["dataset"])
+
+
+def audit_work(fields: Mapping[str, Any]) -> GpuWork:
+    """The "Audit" tab (:func:`hac.app.audit.run_audit`): :func:`audit_estimate`."""
+    estimate, command = audit_estimate(fields)
+    return GpuWork(estimate.units, command)

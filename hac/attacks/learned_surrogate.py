@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core.cancel import StopCheck
 from ..defence.purify import Purifier
 
 __all__ = ["SurrogateUNet", "LearnedSurrogatePurifier", "train_surrogate", "SurrogateCache", "surrogate_key"]
@@ -76,7 +77,8 @@ class LearnedSurrogatePurifier(nn.Module):
 
 
 def train_surrogate(purifier: Purifier, x: Tensor, radius: float, steps: int = 150, batch: int = 4,
-                    lr: float = 2e-3, width: int = 16, seed: int = 0) -> tuple[SurrogateUNet, dict]:
+                    lr: float = 2e-3, width: int = 16, seed: int = 0,
+                    stop: StopCheck | None = None) -> tuple[SurrogateUNet, dict]:
     """Fit a :class:`SurrogateUNet` to ``purifier`` around the images ``x``.
 
     Args:
@@ -85,6 +87,7 @@ def train_surrogate(purifier: Purifier, x: Tensor, radius: float, steps: int = 1
         radius: L-inf radius of the uniform noise added to the inputs (e.g. 4x the attack's eps).
         steps: optimiser steps; batch: images per step; lr: Adam's learning rate.
         seed: seeds the noise and the image draws.
+        stop: optional check run before every step (see :mod:`hac.core.cancel`).
 
     Returns:
         The net (eval mode) and ``{"l1_identity", "l1_trained", "steps"}``: mean L1 error against the
@@ -106,6 +109,8 @@ def train_surrogate(purifier: Purifier, x: Tensor, radius: float, steps: int = 1
     net.train()
     with torch.enable_grad():
         for _ in range(steps):
+            if stop is not None:
+                stop()
             inputs, target = draw(batch)
             loss = F.l1_loss(net(inputs), target)
             optimiser.zero_grad()

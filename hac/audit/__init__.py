@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.cancel import StopCheck
 from ..defence.purify import Purifier
 from ..evaluation.datasets import load_batch, open_dataset, read_ids_file, select_ids
 from .cascade import AuditImages, AuditRun, ProgressFn, run_cascade
@@ -76,6 +77,7 @@ def audit(
     images: AuditImages | None = None,
     device: str | torch.device = "cpu",
     surrogate_cache: str | Path | None = "default",
+    stop: StopCheck | None = None,
 ) -> AuditResult:
     """Audit a defence; resumable through ``out_dir``.
 
@@ -88,10 +90,13 @@ def audit(
         images: the images (else ``config.images`` images of ``config.data``).
         device: where models and images live.
         surrogate_cache: folder of learned surrogates; ``"default"``: :func:`default_surrogate_cache`; ``None``: none.
+        stop: optional check run before every unit of work and at every attack step (:mod:`hac.core.cancel`);
+            what was finished stays in ``out_dir``'s store, so rerunning continues from there.
 
     Raises:
         ValueError, FileNotFoundError: bad settings or data (the message names the value and the fix).
         hac.evaluation.store.StoreError: ``out_dir`` holds another audit's results.
+        hac.core.cancel.Cancelled: ``stop`` ended it.
     """
     if classifier is None:
         from ..models.classifiers import create_classifier
@@ -106,5 +111,5 @@ def audit(
     if not images.ids:
         raise ValueError(f"no images to audit in {config.data}")
     cache = default_surrogate_cache() if surrogate_cache == "default" else surrogate_cache
-    run = run_cascade(config, classifier, purifier, images, out_dir, progress, cache)
+    run = run_cascade(config, classifier, purifier, images, out_dir, progress, cache, stop)
     return AuditResult(run, verdict_of(run))

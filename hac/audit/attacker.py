@@ -20,6 +20,7 @@ from ..attacks.codec_attacks import CodecAttackSettings, attack_codec, check_obj
 from ..attacks.learned_surrogate import LearnedSurrogatePurifier, SurrogateCache, surrogate_key, train_surrogate
 from ..attacks.random_gradient import RandomGradient
 from ..attacks.threats import attacked_model
+from ..core.cancel import StopCheck
 from ..defence.purify import Purifier
 from ..evaluation.runner import unit_seed
 from .suite import AuditConfig, Step
@@ -51,12 +52,13 @@ class StepAttacker:
         surrogate_images: called once, when the learned surrogate must be trained: the images
             (N, 3, H, W) in [0, 1] whose neighbourhood it learns.
         cache: where trained surrogates are kept.
+        stop: optional check run at every attack step and surrogate training step (see :mod:`hac.core.cancel`).
     """
 
     def __init__(self, config: AuditConfig, classifier: nn.Module, purifier: Purifier | None,
-                 surrogate_images: Callable[[], Tensor], cache: SurrogateCache) -> None:
+                 surrogate_images: Callable[[], Tensor], cache: SurrogateCache, stop: StopCheck | None = None) -> None:
         self.config, self.classifier, self.purifier = config, classifier, purifier
-        self.surrogate_images, self.cache = surrogate_images, cache
+        self.surrogate_images, self.cache, self.stop = surrogate_images, cache, stop
         self.surrogate_net = None
         self.surrogate_stats: dict | None = None
 
@@ -74,7 +76,7 @@ class StepAttacker:
             if net is None:
                 x = self.surrogate_images()
                 net, stats = train_surrogate(self.purifier, x, radius, steps=self.config.surrogate_steps,
-                                             seed=unit_seed(self.config.seed, "surrogate", 0))
+                                             seed=unit_seed(self.config.seed, "surrogate", 0), stop=self.stop)
                 self.cache.save(key, net)
                 self.surrogate_stats = {"key": key, "cached": False, "radius": radius, **stats}
             else:
@@ -102,8 +104,8 @@ class StepAttacker:
         """Adversarial images for ``x`` (N, 3, H, W), 8-bit valued in [0, 1], labels ``y`` (N,)."""
         if step.attack == "acm":
             settings = CodecAttackSettings("distortion", step.eps, "pgd", step.params["steps"])
-            return attack_codec(self.purifier.codecs[0], x, settings, torch.Generator().manual_seed(seed))
+            return attack_codec(self.purifier.codecs[0], x, settings, torch.Generator().manual_seed(seed), self.stop)
         params = dict(step.params)
         if step.attack in ("apgd", "square"):
             params["seed"] = seed % (2**31)
-        return quantize_adversarial(x, create_attack(step.attack, model, **params)(x, y))
+        return quantize_adversarial(x, create_attack(step.attack, model, stop=self.stop, **params)(x, y))

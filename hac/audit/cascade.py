@@ -8,7 +8,9 @@ Every (step, batch) unit is appended to a kill-safe
 of the images it attacked (``ok``: still correctly classified after
 purification) and a commit line (seed, seconds, gradient health, loss rise).
 Rerun with the same settings and out dir, an audit continues where it stopped
-and recomputes at most the unit that was cut off.
+and recomputes at most the unit that was cut off; an optional stop check
+(:mod:`hac.core.cancel`) is run before every unit and at every attack step,
+so a stopped audit keeps every unit it finished.
 
 The steps check and the eps sweep run after every batch has been through the
 first phase, because they use the gradient attack that broke the most images
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 
 from ..attacks.diagnostics import gradient_health
 from ..attacks.learned_surrogate import SurrogateCache
+from ..core.cancel import StopCheck
 from ..defence.purify import Purifier
 from ..evaluation.runner import unit_seed
 from ..evaluation.store import STORE_FILENAME, ResultStore
@@ -95,9 +98,9 @@ class AuditRun:
 
 class _Cascade:
     def __init__(self, config: AuditConfig, classifier: nn.Module, purifier: Purifier | None, images: AuditImages,
-                 store: ResultStore, progress: ProgressFn | None, cache: SurrogateCache) -> None:
+                 store: ResultStore, progress: ProgressFn | None, cache: SurrogateCache, stop: StopCheck | None = None) -> None:
         self.config, self.classifier, self.purifier, self.images = config, classifier.eval(), purifier, images
-        self.store, self.progress, self.cache = store, progress, cache
+        self.store, self.progress, self.cache, self.stop = store, progress, cache, stop
         self.batches = [images.ids[i : i + config.batch_size] for i in range(0, len(images.ids), config.batch_size)]
         self.clean: dict[str, tuple[int, bool]] = {}
         self.outcome: dict[tuple[str, str], bool] = {}
@@ -106,7 +109,7 @@ class _Cascade:
                 self.clean[row["image"]] = (row["label"], bool(row["ok"]))
             else:
                 self.outcome[row["cell"], row["image"]] = bool(row["ok"])
-        self.attacker = StepAttacker(config, classifier, purifier, lambda: images.load(self.batches[0])[1], cache)
+        self.attacker = StepAttacker(config, classifier, purifier, lambda: images.load(self.batches[0])[1], cache, stop)
         self.done = self.computed = 0
         self.total = 0
 
@@ -176,10 +179,16 @@ class _Cascade:
             self.outcome[step.id, row["image"]] = bool(row["ok"])
         self.computed += 1
 
+    def _check_stop(self) -> None:
+        if self.stop is not None:
+            self.stop()  # between units: everything committed so far stays in the store
+
     def _phase(self, steps: list[Step], offset: list[Step]) -> None:
         for b in range(len(self.batches)):
+            self._check_stop()
             self._clean(b)
             for k, step in enumerate(steps):
+                self._check_stop()
                 self._step(step, offset + steps[:k], b)
                 self._tick(f"batch {b + 1}/{len(self.batches)}: {step.id}")
 
@@ -209,7 +218,7 @@ def config_digest(config: AuditConfig, defence: str, ids: Sequence[str]) -> str:
 
 def run_cascade(config: AuditConfig, classifier: nn.Module, purifier: Purifier | None, images: AuditImages,
                 out_dir: str | Path | None = None, progress: ProgressFn | None = None,
-                surrogate_cache: str | Path | None = None) -> AuditRun:
+                surrogate_cache: str | Path | None = None, stop: StopCheck | None = None) -> AuditRun:
     """Run (or resume) the audit's suite on ``images``.
 
     Args:
@@ -220,9 +229,12 @@ def run_cascade(config: AuditConfig, classifier: nn.Module, purifier: Purifier |
         out_dir: where the store (``rows.jsonl``) lives; ``None``: in memory.
         progress: ``progress(done, total, message)`` after each unit.
         surrogate_cache: folder of trained learned surrogates (``None``: train each time).
+        stop: optional check run before every unit and at every attack step (and surrogate
+            training step); it ends the audit by raising, and the finished units stay in the store.
 
     Raises:
         hac.evaluation.store.StoreError: ``out_dir`` holds another audit's results.
+        hac.core.cancel.Cancelled: ``stop`` stopped it (rerun with the same out dir to continue).
     """
     started = time.perf_counter()
     defended = purifier is not None
@@ -234,7 +246,7 @@ def run_cascade(config: AuditConfig, classifier: nn.Module, purifier: Purifier |
     path = None if out_dir is None else Path(out_dir) / STORE_FILENAME
     with ResultStore(path, config_digest(config, defence, images.ids), header) as store:
         reused = len(store.commits)
-        cascade = _Cascade(config, classifier, purifier, images, store, progress, SurrogateCache(surrogate_cache))
+        cascade = _Cascade(config, classifier, purifier, images, store, progress, SurrogateCache(surrogate_cache), stop)
         steps, strongest = cascade.run(first)
         surrogate = next((c["surrogate"] for c in store.commits.values() if c.get("surrogate")), None)
         return AuditRun(
