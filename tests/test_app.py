@@ -284,6 +284,18 @@ def test_building_the_demo_loads_no_model():
     assert demo._queue.max_size is not None and demo._queue.default_concurrency_limit >= 1
 
 
+def test_every_component_uses_a_front_end_gradio_ships():
+    """A component subclass must name one of Gradio's own front ends: an unknown name leaves the page on
+    "Loading..." forever (the browser asks the server for a front end that does not exist)."""
+    import inspect
+
+    shipped = {cls.__name__.lower() for _, cls in inspect.getmembers(gr.components, inspect.isclass)}
+    demo = build_demo(ModelCache(), RunFiles())
+    names = {block.get_block_name() for block in demo.blocks.values()}
+    assert {"slider", "number", "image"} <= names
+    assert names - shipped - {"tabs", "tabitem", "row", "column", "group", "accordion", "form", "blocks"} == set()
+
+
 def test_batch_tab_hub_subsets_offline_and_gated(monkeypatch, files):
     from hac.app.batch import _dataset_path
     from hac.app.files import GATED_SUBSETS, HUB_SUBSETS, hub_subsets

@@ -85,9 +85,16 @@ class ImageUpload(gr.Image):
 
 class _NamedErrors:
     """Input errors of a numeric component (text, out of range, a fraction where a whole number goes) become a
-    :class:`gradio.Error` that names the field; ``is_template`` keeps Gradio's front end."""
+    :class:`gradio.Error` that names the field; the component keeps Gradio's own front end."""
 
     is_template = True
+
+    def get_block_name(self) -> str:
+        # Gradio names a template's front end after its first base class, which would be this mixin
+        # (the browser then waits for a front end that does not exist); name the Gradio component's.
+        return next(cls for cls in type(self).__mro__ if cls.__module__.startswith("gradio.")).__name__.lower()
+
+    get_block_class = get_block_name
 
     def preprocess(self, payload):
         if getattr(self, "precision", None) == 0 and isinstance(payload, float) and not payload.is_integer():
