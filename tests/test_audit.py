@@ -274,7 +274,8 @@ def test_undefended_efficientnet_audits_to_zero(shared_dir, classifier, tmp_path
 def test_app_audit_tab_shows_the_verdict_card():
     from gradio import Error
 
-    from hac.app.audit import MAX_AUDIT_IMAGES, run_audit
+    from hac.app.audit import run_audit
+    from hac.app.audit_fields import MAX_AUDIT_IMAGES
     from hac.app.batch import SAMPLE_DATASET
     from hac.app.cache import ModelCache
     from hac.app.files import RunFiles

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from ..defence.budget import CellWork, WorkEstimate, cell_work, codec_passes, estimate_work
 from . import batch, handlers
+from .audit_fields import audit_command, audit_config
 from .gpu import GpuWork
 
 __all__ = ["attack_work", "codec_attack_work", "batch_work", "audit_work", "audit_estimate", "EOT_SAMPLES"]
@@ -81,10 +82,8 @@ def audit_estimate(fields: Mapping[str, Any]) -> tuple[WorkEstimate, str]:
     passes) and the ``hac audit`` command that runs the same audit.
 
     Raises:
-        ValueError: a field the tab refuses (see :func:`hac.app.audit.audit_config`).
+        ValueError: a field the tab refuses (see :func:`hac.app.audit_fields.audit_config`).
     """
-    from .audit import audit_command, audit_config
-
     config = audit_config(fields)
     per_check = _audit_check_steps(config)
     steps = config.steps * config.restarts + sum(per_check[check] for check in config.checks)
