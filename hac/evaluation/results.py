@@ -78,8 +78,12 @@ def package_versions() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    if versions["hac"] == "not installed":
-        versions["hac"] = f"source {source_commit() or 'of unknown commit'}"
+    # From a checkout (an editable install included) the commit says more than the version number.
+    commit = source_commit()
+    if commit is not None:
+        versions["hac"] = f"source {commit}"
+    elif versions["hac"] == "not installed":
+        versions["hac"] = "source of unknown commit"
     return versions
 
 
