@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..core.specs import parse_value
-from .eval import _Bar
-from .common import add_run_folder_arg, check_out
+from .common import ProgressBar, add_run_folder_arg, check_out
 from ..evaluation.store import STORE_FILENAME
 
 __all__ = ["add_parser", "run", "parse_eps"]
@@ -97,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--ids {args.ids} does not exist; pass a file of image ids, one a line")
     if not args.data.exists():
         raise FileNotFoundError(f"--data {args.data} does not exist; pass an ImageNet-layout folder such as ../shared/data/imagenet-val-1300")
-    bar = None if args.quiet else _Bar("audit")
+    bar = None if args.quiet else ProgressBar("audit")
     try:
         result = audit(config, args.out, bar, device=args.device,
                        surrogate_cache=args.surrogate_cache if args.surrogate_cache is not None else "default")

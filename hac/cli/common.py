@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -11,7 +12,7 @@ import torch
 from ..core.files import atomic_write_text
 from ..core.images import DEFAULT_MAX_PIXELS
 
-__all__ = ["add_image_args", "add_classifier_args", "add_codec_args", "add_overwrite_arg", "add_run_folder_arg", "check_out", "chain_text",
+__all__ = ["ProgressBar", "add_image_args", "add_classifier_args", "add_codec_args", "add_overwrite_arg", "add_run_folder_arg", "check_out", "chain_text",
            "write_json", "format_topk"]
 
 
@@ -88,3 +89,23 @@ def write_json(path: Path, payload: dict) -> None:
 
 def format_topk(top: list[tuple[int, str, float]]) -> str:
     return ", ".join(f"{name} ({index}) {prob:.1%}" for index, name, prob in top)
+
+
+class ProgressBar:
+    """tqdm driven by a progress(done, total, message) callback (evaluate's, audit's)."""
+
+    def __init__(self, desc: str = "eval") -> None:
+        self.bar = None
+        self.desc = desc
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="unit", desc=self.desc, file=sys.stderr, dynamic_ncols=True)
+        self.bar.set_postfix_str(message[:90], refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

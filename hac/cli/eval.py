@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from .common import add_run_folder_arg, check_out
+from .common import ProgressBar, add_run_folder_arg, check_out
 from ..evaluation.config import PRESETS, load_config
 from ..evaluation.runner import evaluate
 from ..evaluation.paired import check_reference, paired_rows, write_paired
@@ -113,26 +112,6 @@ def format_paired(rows: list[dict], limit: int = _SHOWN_ROWS) -> str:
     return "\n".join([f"against {rows[0]['reference']}, image by image (only/ref: images right only with the codec / only with the reference):", *lines])
 
 
-class _Bar:
-    """tqdm driven by a progress(done, total, message) callback (evaluate's, audit's)."""
-
-    def __init__(self, desc: str = "eval") -> None:
-        self.bar = None
-        self.desc = desc
-
-    def __call__(self, done: int, total: int, message: str) -> None:
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="unit", desc=self.desc, file=sys.stderr, dynamic_ncols=True)
-        self.bar.set_postfix_str(message[:90], refresh=False)
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         if args.threads < 1:
@@ -153,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         engine = RayEngine(args.address, args.workers, args.cpus_per_worker, args.gpus_per_worker, args.threads)
     elif args.address is not None or args.gpus_per_worker:
         raise ValueError("--address and --gpus-per-worker need --engine ray")
-    bar = None if args.quiet else _Bar()
+    bar = None if args.quiet else ProgressBar()
     try:
         results = evaluate(config, args.out, bar, data=args.data, limit=args.limit, device=args.device, engine=engine)
     finally:
