@@ -60,9 +60,9 @@ def test_each_attack_beats_random_noise(tiny, jpeg):
     noise = torch.round((x + config.eps * torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(1)))).clamp(0, 1) * 255) / 255
     noise_accuracy = _accuracy_after(attacker, noise, y)
     assert noise_accuracy >= 0.9
-    suite, _ = build_suite(config, defended=True, has_surrogate=True, stochastic=False, acm=True)
+    suite, _, _ = build_suite(config, defended=True, has_surrogate=True, stochastic=False, acm=True)
     for step in suite:
-        if step.family == "control":
+        if step.family in ("control", "steps", "eps"):  # the same attacks again, with more steps or a larger eps
             continue
         x_adv = attacker.attack(step, attacker.model(step), x, y, seed=3)
         assert (x_adv - x).abs().max() <= step.eps + 1e-6, step.id
@@ -107,7 +107,7 @@ def _broken_before(run, step_index: int) -> set[str]:
 def test_cascade_never_attacks_a_wrong_or_already_broken_image(tiny, jpeg):
     config = AuditConfig(eps=2 / 255, **FAST)
     images = tiny_images(tiny, 12, wrong=2, purifier=jpeg)
-    result = audit(config, None, classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
+    result = audit(config, None, classifier=tiny, purifier=jpeg, images=images, cache=None)
     run = result.run
     wrong = {i for i, (_, ok) in run.clean.items() if not ok}
     assert {"img00", "img01"} <= wrong
@@ -121,7 +121,7 @@ def test_cascade_never_attacks_a_wrong_or_already_broken_image(tiny, jpeg):
 
 
 def test_undefended_tiny_classifier_audits_to_zero(tiny):
-    result = audit(AuditConfig(eps=4 / 255, **FAST), None, classifier=tiny, images=tiny_images(tiny, 8), surrogate_cache=None)
+    result = audit(AuditConfig(eps=4 / 255, **FAST), None, classifier=tiny, images=tiny_images(tiny, 8), cache=None)
     assert result.verdict.robust == 0
     assert result.verdict.not_run["bpda"].startswith("no purifier")
 
@@ -129,7 +129,7 @@ def test_undefended_tiny_classifier_audits_to_zero(tiny):
 def test_masked_classifier_is_flagged_and_square_breaks_it():
     model = ShatteredClassifier(levels=16).eval()
     config = AuditConfig(eps=8 / 255, **FAST)
-    result = audit(config, None, classifier=model, images=tiny_images(model, 12), surrogate_cache=None)
+    result = audit(config, None, classifier=model, images=tiny_images(model, 12), cache=None)
     verdict = result.verdict
     checks = {c.name: c for c in verdict.checks}
     assert verdict.masked
@@ -144,7 +144,7 @@ def test_purifier_with_zero_backward_is_flagged_and_still_broken(tiny):
     purifier = Purifier([ZeroBackwardQuantiser(4)]).eval()
     config = AuditConfig(eps=4 / 255, **FAST)
     result = audit(config, None, classifier=tiny, purifier=purifier, images=tiny_images(tiny, 12, purifier=purifier),
-                   surrogate_cache=None)
+                   cache=None)
     checks = {c.name: c for c in result.verdict.checks}
     assert checks["gradient-health"].flagged and "straight-through-pgd" in checks["gradient-health"].detail
     assert result.verdict.masked
@@ -161,14 +161,14 @@ from hac.defence.purify import Purifier
 tiny, jpeg = TinyClassifier().eval(), Purifier("jpeg:q=75").eval()
 config = AuditConfig(eps=2 / 255, **{fast!r})
 audit(config, {out!r}, lambda d, t, m: time.sleep(0.15), classifier=tiny, purifier=jpeg,
-      images=tiny_images(tiny, 12, purifier=jpeg), surrogate_cache=None)
+      images=tiny_images(tiny, 12, purifier=jpeg), cache=None)
 """
 
 
 def test_resume_after_kill_9_loses_nothing(tmp_path, tiny, jpeg):
     config = AuditConfig(eps=2 / 255, **FAST)
     images = tiny_images(tiny, 12, purifier=jpeg)
-    reference = audit(config, tmp_path / "whole", classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
+    reference = audit(config, tmp_path / "whole", classifier=tiny, purifier=jpeg, images=images, cache=None)
     out = tmp_path / "killed"
     script = _RESUME_SCRIPT.format(tests=str(TESTS), fast=FAST, out=str(out))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -183,13 +183,13 @@ def test_resume_after_kill_9_loses_nothing(tmp_path, tiny, jpeg):
     process.send_signal(signal.SIGKILL)
     process.wait()
     done_before = store.read_text().count('"kind":"commit"')
-    resumed = audit(config, out, classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
+    resumed = audit(config, out, classifier=tiny, purifier=jpeg, images=images, cache=None)
     assert resumed.run.run["units_reused_from_store"] >= done_before - 1 > 0
     assert resumed.run.outcome == reference.run.outcome
     assert resumed.verdict.worst_case == reference.verdict.worst_case
     keys = [(r["cell"], r["image"]) for r in map(json.loads, store.read_text().splitlines()) if r["kind"] == "row"]
     assert len(keys) == len(set(keys))
-    again = audit(config, out, classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
+    again = audit(config, out, classifier=tiny, purifier=jpeg, images=images, cache=None)
     assert again.run.run["units_computed"] == 0
 
 
@@ -198,7 +198,7 @@ def test_a_stop_check_ends_the_audit_mid_attack_and_a_rerun_continues(tmp_path, 
 
     config = AuditConfig(eps=2 / 255, **FAST)
     images = tiny_images(tiny, 12, purifier=jpeg)
-    reference = audit(config, tmp_path / "whole", classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
+    reference = audit(config, tmp_path / "whole", classifier=tiny, purifier=jpeg, images=images, cache=None)
     calls = []
 
     def stop():  # the stop check of a request whose time ran out after 40 checks
@@ -208,18 +208,18 @@ def test_a_stop_check_ends_the_audit_mid_attack_and_a_rerun_continues(tmp_path, 
 
     out = tmp_path / "stopped"
     with pytest.raises(Cancelled, match="stopped after 40 checks"):
-        audit(config, out, classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None, stop=stop)
+        audit(config, out, classifier=tiny, purifier=jpeg, images=images, cache=None, stop=stop)
     assert len(calls) == 41  # it stopped at the first check that said so, inside an attack (more checks than units)
     finished = (out / STORE_FILENAME).read_text().count('"kind":"commit"')
     assert 0 < finished < reference.run.run["units_computed"]
-    resumed = audit(config, out, classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
+    resumed = audit(config, out, classifier=tiny, purifier=jpeg, images=images, cache=None)
     assert resumed.run.run["units_reused_from_store"] == finished
     assert resumed.run.outcome == reference.run.outcome
 
 
 def test_report_files(tmp_path, tiny, jpeg):
     config = AuditConfig(eps=2 / 255, **FAST)
-    result = audit(config, tmp_path, classifier=tiny, purifier=jpeg, images=tiny_images(tiny, 8, purifier=jpeg), surrogate_cache=None)
+    result = audit(config, tmp_path, classifier=tiny, purifier=jpeg, images=tiny_images(tiny, 8, purifier=jpeg), cache=None)
     names = {p.name for p in result.write(tmp_path)}
     assert {"report.md", "audit.json", "worst_case.csv", "attacks.png", "accuracy_vs_eps.png", "accuracy_vs_steps.png"} <= names
     report = (tmp_path / "report.md").read_text()
@@ -258,16 +258,16 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys, tiny, jpeg):
     assert parse_checks("all,-square,-acm") == tuple(c for c in parse_checks("all") if c not in ("square", "acm"))
     config = AuditConfig(eps=2 / 255, **FAST)
     images = tiny_images(tiny, 4, purifier=jpeg)
-    audit(config, tmp_path / "run", classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
+    audit(config, tmp_path / "run", classifier=tiny, purifier=jpeg, images=images, cache=None)
     with pytest.raises(StoreError, match="another configuration"):
-        audit(config.with_(steps=3), tmp_path / "run", classifier=tiny, purifier=jpeg, images=images, surrogate_cache=None)
+        audit(config.with_(steps=3), tmp_path / "run", classifier=tiny, purifier=jpeg, images=images, cache=None)
 
 
 @pytest.mark.shared_data
 def test_undefended_efficientnet_audits_to_zero(shared_dir, classifier, tmp_path):
     config = AuditConfig(data=str(shared_dir / "data" / "imagenet-val-1300"), images=6, batch_size=6, steps=5, apgd_steps=5,
                          square_queries=20, checks=parse_checks("apgd-ce,random-gradient"))
-    result = audit(config, tmp_path, classifier=classifier, surrogate_cache=None)
+    result = audit(config, tmp_path, classifier=classifier, cache=None)
     assert result.verdict.images == 6 and result.verdict.robust == 0
 
 
@@ -292,3 +292,89 @@ def test_app_audit_tab_shows_the_verdict_card():
         run_audit(cache, files, SAMPLE_DATASET, "efficientnet-lite0", "", 1, 2, 4, ["nope"])
     tabs = [block.label for block in build_demo(cache, files).blocks.values() if type(block).__name__ == "Tab"]
     assert "Audit" in tabs
+
+
+def _attacked_by(run, step_id: str) -> set[str]:
+    return {i for (c, i) in run.outcome if c == step_id}
+
+
+def _broken_by(run, step_ids) -> set[str]:
+    return {i for (c, i), ok in run.outcome.items() if c in step_ids and not ok}
+
+
+def test_steps_check_and_eps_sweep_run_the_strongest_attack_standalone(tiny, jpeg):
+    config = AuditConfig(eps=1 / 255, **{**FAST, "steps_multipliers": (2, 4), "eps_sweep": (8 / 255, 16 / 255)})
+    result = audit(config, None, classifier=tiny, purifier=jpeg, images=tiny_images(tiny, 12, purifier=jpeg), cache=None)
+    run = result.run
+    correct = {i for i, (_, ok) in run.clean.items() if ok}
+    assert run.strongest == "straight-through-pgd"
+    # the cascade left straight-through-pgd only some images; strongest-x1 gives it the others
+    assert _attacked_by(run, "strongest-x1") == correct - _attacked_by(run, "straight-through-pgd") != set()
+    for step in run.steps:
+        if step.scope == "chain":
+            assert _attacked_by(run, step.id) == correct - _broken_by(run, step.after), step.id
+    checks = {c.name: c for c in result.verdict.checks}
+    steps = checks["steps"].values
+    assert steps["steps"] == [10, 20, 40]
+    alone = correct - _broken_by(run, ("straight-through-pgd", "strongest-x1"))
+    assert steps["accuracy"]["10"] == pytest.approx(len(alone) / len(run.clean))
+    assert list(steps["accuracy"].values()) == sorted(steps["accuracy"].values(), reverse=True)
+    curves = checks["eps-sweep"].values["accuracy"]
+    assert set(curves) == {"oblivious-pgd", "straight-through-pgd", "worst case"}
+    assert list(curves["straight-through-pgd"]) == ["1/255", "8/255", "16/255"]
+    assert curves["straight-through-pgd"]["1/255"] == steps["accuracy"]["10"]
+    assert curves["oblivious-pgd"]["1/255"] == pytest.approx(result.verdict.oblivious)
+    assert curves["worst case"]["1/255"] == pytest.approx(result.verdict.robust_accuracy)
+    assert curves["straight-through-pgd"]["16/255"] <= 0.01 and checks["eps-sweep"].status == "pass"
+
+
+def test_oblivious_examples_are_made_once_and_shared_across_codecs(tmp_path, tiny, jpeg):
+    config = AuditConfig(eps=2 / 255, **{**FAST, "checks": ("bpda",)})
+    other = Purifier("jpeg:q=40").eval()
+    images = tiny_images(tiny, 12, purifier=jpeg)
+    first = audit(config, None, classifier=tiny, purifier=jpeg, images=images, cache=tmp_path)
+    assert first.run.run["shared_examples"] == {"reused": 0, "made": 3}  # one per batch of 4
+    fresh = audit(config, None, classifier=tiny, purifier=other, images=images, cache=None)
+    shared = audit(config, None, classifier=tiny, purifier=other, images=images, cache=tmp_path)
+    assert shared.run.run["shared_examples"] == {"reused": 3, "made": 0}
+    assert shared.run.outcome == fresh.run.outcome
+    bare = audit(config, None, classifier=tiny, images=images, cache=tmp_path)  # the white-box PGD is the same attack
+    assert bare.run.run["shared_examples"] == {"reused": 3, "made": 0}
+    retrained = TinyClassifier(seed=1).eval()
+    again = audit(config, None, classifier=retrained, purifier=jpeg, images=images, cache=tmp_path)
+    assert again.run.run["shared_examples"]["reused"] == 0 < again.run.run["shared_examples"]["made"]  # other weights
+
+
+def _synthetic_run(broken_by_step: dict[str, int], n: int = 100):
+    """An audit of ``n`` clean-correct images where each step breaks the given number of survivors."""
+    from hac.audit.cascade import AuditRun
+    from hac.audit.suite import Step
+
+    pgd = {"eps": 4 / 255, "steps": 10, "restarts": 1}
+    steps = [Step("oblivious-pgd", "oblivious", "oblivious", "pgd", pgd, scope="all"),
+             Step("straight-through-pgd", "gradient", "straight-through", "pgd", pgd),
+             Step("strongest-x5", "steps", "straight-through", "pgd", {**pgd, "steps": 50}, scope="chain",
+                  after=("straight-through-pgd",)),
+             Step("strongest-x20", "steps", "straight-through", "pgd", {**pgd, "steps": 200}, scope="chain",
+                  after=("straight-through-pgd", "strongest-x5"))]
+    ids = [f"i{k:03d}" for k in range(n)]
+    outcome, standing = {}, list(ids)
+    for step in steps:
+        count = broken_by_step.get(step.id, 0)
+        for k, image in enumerate(standing):
+            outcome[step.id, image] = k >= count
+        standing = standing[count:]
+    return AuditRun(config=AuditConfig(), defence="synthetic", image_ids=ids, steps=steps, not_run={},
+                    clean={i: (0, True) for i in ids}, outcome=outcome, commits={}, strongest="straight-through-pgd",
+                    surrogate=None, skipped={}, run={})
+
+
+@pytest.mark.parametrize("x20, status, upper", [(0, "pass", False), (10, "FLAG", True), (40, "pass", False)])
+def test_steps_check_flags_an_attack_still_improving(x20, status, upper):
+    from hac.audit.verdict import verdict_of
+
+    verdict = verdict_of(_synthetic_run({"straight-through-pgd": 50, "strongest-x5": 10, "strongest-x20": x20}))
+    check = next(c for c in verdict.checks if c.name == "steps")
+    assert check.status == status and verdict.upper_bound == upper
+    assert check.values["accuracy"] == {"10": 0.5, "50": 0.4, "200": (40 - x20) / 100}
+    assert verdict.robust == 40 - x20

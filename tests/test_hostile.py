@@ -413,7 +413,7 @@ HOSTILE_AUDITS = [
      "--eps 4/255 --steps 200 --restarts 1 --apgd-steps 20 --square-queries 500 --surrogate-steps 150 "
      "--steps-multipliers 5,20 --eps-sweep 8/255,16/255 --checks bpda --out runs/audit`"),
     (dict(images=20, checks=["bpda", "steps", "eps-sweep"], steps=100, restarts=10, steps_multipliers="5, 10, 15, 20"),
-     "This audit is too much work for this app: 20 images x 1 cell ((54,000 attack steps"),
+     "This audit is too much work for this app: 20 images x 1 cell ((57,000 attack steps"),
     # every field has a cap, named in the refusal
     (dict(steps=100000), "PGD steps (at most 200): Value 100000 is greater than maximum value 200."),
     (dict(restarts=11), "PGD restarts (at most 10): Value 11 is greater than maximum value 10."),

@@ -83,7 +83,7 @@ def run_audit(cache: ModelCache, files: RunFiles, dataset: str, classifier: str,
         out = files.new_run("audit")
         progress((0, None), desc="auditing: clean images")
         result = audit(config, out, lambda done, total, message: progress((done, total), desc=message),
-                       classifier=model, purifier=purifier, device=cache.device, surrogate_cache=out / "surrogates",
+                       classifier=model, purifier=purifier, device=cache.device, cache=None,
                        stop=stop)
         written = result.write(out)
     archive = shutil.make_archive(str(out.parent / f"{out.name}-audit"), "zip", root_dir=out)

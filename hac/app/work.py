@@ -64,16 +64,17 @@ def batch_work(fields: Mapping[str, Any]) -> GpuWork:
 def _audit_check_steps(config) -> dict[str, int]:
     """Model calls per image of each audit check at ``config``'s settings: an upper bound (the cascade stops
     attacking an image once it breaks), except that only the ``eot`` check itself is counted with its EOT
-    samples: APGD and the phase-two repeats run under EOT only behind a stochastic purifier, which the fields
-    cannot tell (the time limit still bounds such a request)."""
+    samples: the steps check and eps sweep repeat PGD under EOT only behind a stochastic purifier, which the
+    fields cannot tell (the time limit still bounds such a request)."""
     pgd = config.steps * config.restarts
     gradient = {"bpda": pgd, "straight-through": pgd, "apgd-ce": config.apgd_steps, "apgd-dlr": config.apgd_steps,
                 "learned-surrogate": pgd}
-    strongest = max([pgd, *(gradient[check] for check in config.checks if check in gradient)])
+    standalone = pgd if config.codec else 0  # the strongest PGD on the images the cascade broke before it
+    swept = 2 if config.codec else 1  # the strongest PGD, and the oblivious one beside it
     return {
         **gradient, "eot": pgd * config.eot_samples, "learned-surrogate": config.surrogate_steps + pgd,
         "acm": config.steps, "square": config.square_queries, "transfer": config.apgd_steps, "random-gradient": pgd,
-        "steps": strongest * sum(config.steps_multipliers), "eps-sweep": strongest * len(config.eps_sweep),
+        "steps": standalone + pgd * sum(config.steps_multipliers), "eps-sweep": swept * pgd * len(config.eps_sweep),
     }
 
 

@@ -27,7 +27,7 @@ from .suite import CHECKS, AuditConfig, parse_checks
 from .verdict import Verdict, verdict_of
 
 __all__ = ["audit", "AuditResult", "AuditConfig", "AuditImages", "CHECKS", "parse_checks", "verdict_card",
-           "write_report", "default_surrogate_cache", "dataset_images"]
+           "write_report", "default_cache", "dataset_images"]
 
 
 @dataclass
@@ -39,10 +39,14 @@ class AuditResult:
         return write_report(self.verdict, self.run, out_dir)
 
 
-def default_surrogate_cache() -> Path:
-    """``$HAC_CACHE/audit-surrogates``, else ``~/.cache/hac/audit-surrogates``."""
+SURROGATES, EXAMPLES = "audit-surrogates", "audit-examples"
+"""The cache's sub-folders: learned surrogates, and the examples of the classifier-only attacks."""
+
+
+def default_cache() -> Path:
+    """``$HAC_CACHE``, else ``~/.cache/hac``."""
     root = os.environ.get("HAC_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "hac") / "audit-surrogates"
+    return Path(root) if root else Path.home() / ".cache" / "hac"
 
 
 def dataset_images(data: str | Path, limit: int, seed: int, fit, device: str | torch.device = "cpu",
@@ -76,7 +80,7 @@ def audit(
     purifier: Purifier | None = None,
     images: AuditImages | None = None,
     device: str | torch.device = "cpu",
-    surrogate_cache: str | Path | None = "default",
+    cache: str | Path | None = "default",
     stop: StopCheck | None = None,
 ) -> AuditResult:
     """Audit a defence; resumable through ``out_dir``.
@@ -89,7 +93,8 @@ def audit(
         purifier: an already built purifier (else one from ``config.codec`` and ``config.rounds``, if any).
         images: the images (else ``config.images`` images of ``config.data``).
         device: where models and images live.
-        surrogate_cache: folder of learned surrogates; ``"default"``: :func:`default_surrogate_cache`; ``None``: none.
+        cache: folder shared by audits: learned surrogates (in ``audit-surrogates/``) and the oblivious
+            attacks' examples (in ``audit-examples/``); ``"default"``: :func:`default_cache`; ``None``: none kept.
         stop: optional check run before every unit of work and at every attack step (:mod:`hac.core.cancel`);
             what was finished stays in ``out_dir``'s store, so rerunning continues from there.
 
@@ -110,6 +115,7 @@ def audit(
                                 config.ids_file)
     if not images.ids:
         raise ValueError(f"no images to audit in {config.data}")
-    cache = default_surrogate_cache() if surrogate_cache == "default" else surrogate_cache
-    run = run_cascade(config, classifier, purifier, images, out_dir, progress, cache, stop)
+    root = default_cache() if cache == "default" else cache
+    folders = (None, None) if root is None else (Path(root) / SURROGATES, Path(root) / EXAMPLES)
+    run = run_cascade(config, classifier, purifier, images, out_dir, progress, folders[0], stop, folders[1])
     return AuditResult(run, verdict_of(run))

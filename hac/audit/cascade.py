@@ -12,9 +12,10 @@ and recomputes at most the unit that was cut off; an optional stop check
 (:mod:`hac.core.cancel`) is run before every unit and at every attack step,
 so a stopped audit keeps every unit it finished.
 
-The steps check and the eps sweep run after every batch has been through the
-first phase, because they use the gradient attack that broke the most images
-(``strongest``), which only the whole first phase can tell.
+Steps that see only the bare classifier (:attr:`~hac.audit.suite.Step.shared`)
+attack the whole batch, clean-wrong images included, so that their examples
+do not depend on the purifier, and take them from an
+:class:`~hac.audit.examples.ExampleCache` shared by every audit.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from ..defence.purify import Purifier
 from ..evaluation.runner import unit_seed
 from ..evaluation.store import STORE_FILENAME, ResultStore
 from .attacker import StepAttacker, acm_possible
-from .suite import AuditConfig, Step, build_suite, phase_two
+from .examples import ExampleCache, classifier_fingerprint, example_key
+from .suite import AuditConfig, Step, build_suite
 
 __all__ = ["AuditImages", "AuditRun", "run_cascade", "ProgressFn"]
 
@@ -73,12 +75,12 @@ class AuditRun:
     """What the cascade produced (read by :mod:`hac.audit.verdict`).
 
     Attributes:
-        steps: every step run, in order (phase one, then the steps check and eps sweep).
+        steps: every step run, in order.
         not_run: check -> why it was left out.
         clean: image id -> (label, clean prediction correct).
         outcome: (step id, image id) -> still correct after that step's attack and the purifier.
         commits: (step id, batch) -> its commit record.
-        strongest: the gradient step the phase-two checks repeat, if any.
+        strongest: the step the steps check and the eps sweep repeat, if any.
         surrogate: training statistics of the learned surrogate, if one was used.
     """
 
@@ -98,9 +100,11 @@ class AuditRun:
 
 class _Cascade:
     def __init__(self, config: AuditConfig, classifier: nn.Module, purifier: Purifier | None, images: AuditImages,
-                 store: ResultStore, progress: ProgressFn | None, cache: SurrogateCache, stop: StopCheck | None = None) -> None:
+                 store: ResultStore, progress: ProgressFn | None, cache: SurrogateCache, examples: ExampleCache,
+                 stop: StopCheck | None = None) -> None:
         self.config, self.classifier, self.purifier, self.images = config, classifier.eval(), purifier, images
-        self.store, self.progress, self.cache, self.stop = store, progress, cache, stop
+        self.store, self.progress, self.cache, self.examples, self.stop = store, progress, cache, examples, stop
+        self._fingerprint: str | None = None
         self.batches = [images.ids[i : i + config.batch_size] for i in range(0, len(images.ids), config.batch_size)]
         self.clean: dict[str, tuple[int, bool]] = {}
         self.outcome: dict[tuple[str, str], bool] = {}
@@ -140,8 +144,21 @@ class _Cascade:
             return correct
         if step.scope == "reference":
             return [i for i in correct if (step.reference, i) in self.outcome]
-        broken = {i for s in earlier if s.counts or not step.counts for i in correct if self.outcome.get((s.id, i)) is False}
+        if step.scope == "complement":
+            return [i for i in correct if (step.reference, i) not in self.outcome]
+        before = step.after if step.scope == "chain" else [s.id for s in earlier if s.counts]
+        broken = {i for s in before for i in correct if self.outcome.get((s, i)) is False}
         return [i for i in correct if i not in broken]
+
+    def _shared_examples(self, step: Step, model: nn.Module, b: int, seed: int, targets: list[str]) -> Tensor:
+        """``step``'s examples of ``targets``, cut from those of the whole batch (made once, then cached)."""
+        ids, x, y = self.images.load(self.batches[b])
+        if self._fingerprint is None:
+            self._fingerprint = classifier_fingerprint(self.classifier)
+        key = example_key(self._fingerprint, f"{step.attack}|{json.dumps(step.params, sort_keys=True)}", seed, x, y)
+        x_adv = self.examples.get(key, lambda: self.attacker.attack(step, model, x, y, seed)).to(x.device)
+        position = {image: k for k, image in enumerate(ids)}
+        return x_adv[torch.tensor([position[i] for i in targets], dtype=torch.long)]
 
     def _health_recorded(self, step: Step) -> bool:
         return any(commit.get("health") for (c, _), commit in self.store.commits.items() if c == step.id)
@@ -161,7 +178,8 @@ class _Cascade:
             gradient = step.family in ("gradient", "steps", "eps", "control") and step.threat != "transfer"
             if gradient and not self._health_recorded(step):
                 commit["health"] = vars(gradient_health(model, x, y))
-            x_adv = self.attacker.attack(step, model, x, y, seed)
+            x_adv = (self._shared_examples(step, model, b, seed, ids) if step.shared
+                     else self.attacker.attack(step, model, x, y, seed))
             if gradient:
                 with torch.no_grad():
                     commit["loss"] = [round(F.cross_entropy(model(x), y).item(), 5), round(F.cross_entropy(model(x_adv), y).item(), 5)]
@@ -183,32 +201,17 @@ class _Cascade:
         if self.stop is not None:
             self.stop()  # between units: everything committed so far stays in the store
 
-    def _phase(self, steps: list[Step], offset: list[Step]) -> None:
+    def run(self, steps: list[Step]) -> None:
+        """Every step on every batch, in order (batch by batch, so a stopped audit has whole batches done)."""
+        self.total = len(self.batches) * len(steps)
         for b in range(len(self.batches)):
             self._check_stop()
             self._clean(b)
             for k, step in enumerate(steps):
                 self._check_stop()
-                self._step(step, offset + steps[:k], b)
+                self._step(step, steps[:k], b)
                 self._tick(f"batch {b + 1}/{len(self.batches)}: {step.id}")
 
-    def strongest(self, steps: list[Step]) -> Step | None:
-        """The gradient step of ``steps`` that broke the most images (the first on a tie)."""
-        gradient = [s for s in steps if s.family == "gradient"]
-        if not gradient:
-            return None
-        broken = {s.id: sum(1 for (c, _), ok in self.outcome.items() if c == s.id and not ok) for s in gradient}
-        return max(gradient, key=lambda s: (broken[s.id], -gradient.index(s)))
-
-    def run(self, first: list[Step]) -> tuple[list[Step], Step | None]:
-        self.total = len(self.batches) * (len(first) + len(self.config.steps_multipliers) * ("steps" in self.config.checks)
-                                          + len(self.config.eps_sweep) * ("eps-sweep" in self.config.checks))
-        self._phase(first, [])
-        strongest = self.strongest(first)
-        second = [] if strongest is None else phase_two(self.config, strongest)
-        self.total = len(self.batches) * (len(first) + len(second))
-        self._phase(second, first)
-        return first + second, strongest
 
 
 def config_digest(config: AuditConfig, defence: str, ids: Sequence[str]) -> str:
@@ -218,7 +221,8 @@ def config_digest(config: AuditConfig, defence: str, ids: Sequence[str]) -> str:
 
 def run_cascade(config: AuditConfig, classifier: nn.Module, purifier: Purifier | None, images: AuditImages,
                 out_dir: str | Path | None = None, progress: ProgressFn | None = None,
-                surrogate_cache: str | Path | None = None, stop: StopCheck | None = None) -> AuditRun:
+                surrogate_cache: str | Path | None = None, stop: StopCheck | None = None,
+                example_cache: str | Path | None = None) -> AuditRun:
     """Run (or resume) the audit's suite on ``images``.
 
     Args:
@@ -229,6 +233,7 @@ def run_cascade(config: AuditConfig, classifier: nn.Module, purifier: Purifier |
         out_dir: where the store (``rows.jsonl``) lives; ``None``: in memory.
         progress: ``progress(done, total, message)`` after each unit.
         surrogate_cache: folder of trained learned surrogates (``None``: train each time).
+        example_cache: folder of the examples of the classifier-only attacks (``None``: make them each time).
         stop: optional check run before every unit and at every attack step (and surrogate
             training step); it ends the audit by raising, and the finished units stay in the store.
 
@@ -240,14 +245,15 @@ def run_cascade(config: AuditConfig, classifier: nn.Module, purifier: Purifier |
     defended = purifier is not None
     defence = f"{getattr(classifier, 'name', type(classifier).__name__)}" + (f" + {purifier.describe()}" if defended else " (undefended)")
     codecs = list(purifier.codecs) if defended else []
-    first, not_run = build_suite(config, defended, has_surrogate=defended and all(c.has_surrogate() for c in codecs),
-                                 stochastic=any(c.stochastic for c in codecs), acm=acm_possible(purifier))
+    steps, not_run, strongest = build_suite(config, defended, has_surrogate=defended and all(c.has_surrogate() for c in codecs),
+                                            stochastic=any(c.stochastic for c in codecs), acm=acm_possible(purifier))
     header = {"audit": config.to_dict(), "defence": defence, "image_ids": images.ids}
     path = None if out_dir is None else Path(out_dir) / STORE_FILENAME
     with ResultStore(path, config_digest(config, defence, images.ids), header) as store:
         reused = len(store.commits)
-        cascade = _Cascade(config, classifier, purifier, images, store, progress, SurrogateCache(surrogate_cache), stop)
-        steps, strongest = cascade.run(first)
+        cascade = _Cascade(config, classifier, purifier, images, store, progress, SurrogateCache(surrogate_cache),
+                           ExampleCache(example_cache), stop)
+        cascade.run(steps)
         surrogate = next((c["surrogate"] for c in store.commits.values() if c.get("surrogate")), None)
         return AuditRun(
             config=config, defence=defence, image_ids=list(images.ids), steps=steps, not_run=not_run,
@@ -256,5 +262,6 @@ def run_cascade(config: AuditConfig, classifier: nn.Module, purifier: Purifier |
             skipped={**images.skipped, **store.skipped},
             run={"wall_seconds": round(time.perf_counter() - started, 3), "units_computed": cascade.computed,
                  "units_reused_from_store": reused, "store_repaired_bytes": store.repaired_bytes,
+                 "shared_examples": {"reused": cascade.examples.hits, "made": cascade.examples.misses},
                  "torch_threads": torch.get_num_threads()},
         )

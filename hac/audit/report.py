@@ -70,7 +70,10 @@ first); an image wrong when clean was never attacked. *first_broken* is how many
 that no earlier one had; *accuracy_after* the worst-case accuracy once it had run. The robust accuracy is
 the per-image worst case over every counted attack; a single attack's accuracy would be an upper bound.
 The oblivious attack never sees the purifier: its number is what a non-adaptive evaluation would claim.
-The eps-sweep rows do not count towards the verdict (they use a larger budget). A flag means the
+The strongest attack (PGD under the most informed threat model) is also run on its own, on every
+clean-correct image (`strongest-x1` covers those the cascade broke before it), then with more steps and
+at larger eps on the images it left standing: the steps and eps-sweep checks read those curves. The
+eps-sweep rows do not count towards the verdict (they use a larger budget). A flag means the
 evaluation itself is suspect (masked gradients, an attack that has not converged), not the defence.
 """
 
@@ -112,22 +115,21 @@ def audit_json(verdict: Verdict, run: AuditRun) -> dict:
 def _plots(verdict: Verdict, out: Path) -> list[Path]:
     paths = []
     by_name = {c.name: c for c in verdict.checks}
-    eps_curve = by_name.get("eps-sweep")
-    if eps_curve is not None and eps_curve.values:
+    eps_check = by_name.get("eps-sweep")
+    if eps_check is not None and eps_check.values:
         figure, (ax,) = _figure(1)
-        points = eps_curve.values["accuracy"]
-        xs = [float(k.split("/")[0]) for k in points]
-        ax.plot(xs, list(points.values()), "o-", label=f"worst case, then {eps_curve.values['strongest']}")
-        if verdict.oblivious is not None:
-            ax.plot([xs[0]], [verdict.oblivious], "s", label="oblivious PGD")
-        ax.set(xlabel="ε (/255)", ylabel="accuracy", ylim=(0, 1), title="accuracy vs ε (cumulative)")
+        for name, points in eps_check.values["accuracy"].items():
+            ax.plot([float(k.split("/")[0]) for k in points], list(points.values()), "o-",
+                    label=name if name == "worst case" else f"{name} alone")
+        ax.set(xlabel="ε (/255)", ylabel="accuracy", ylim=(0, 1), title="accuracy vs ε (cumulative over ε)")
         paths.append(_save(figure, out / "accuracy_vs_eps.png"))
-    steps_curve = by_name.get("steps")
-    if steps_curve is not None and steps_curve.values:
+    steps_check = by_name.get("steps")
+    if steps_check is not None and steps_check.values:
         figure, (ax,) = _figure(1)
-        points = steps_curve.values["accuracy"]
-        ax.plot([int(k.lstrip("x")) for k in points], list(points.values()), "o-", label=steps_curve.values["strongest"])
-        ax.set(xscale="log", xlabel="steps multiple", ylabel="accuracy", ylim=(0, 1), title="accuracy vs steps (cumulative)")
+        values = steps_check.values
+        ax.plot(values["steps"], list(values["accuracy"].values()), "o-", label=f"{values['strongest']} alone")
+        ax.plot(values["steps"], list(values["worst_case"].values()), "s--", label="worst case over the suite")
+        ax.set(xscale="log", xlabel="steps", ylabel="accuracy", ylim=(0, 1), title="accuracy vs steps (cumulative)")
         paths.append(_save(figure, out / "accuracy_vs_steps.png"))
     counted = [r for r in verdict.per_step if r["counts"]]
     if counted:

@@ -15,8 +15,15 @@ step left correctly classified, except where its ``scope`` says otherwise):
    ``transfer`` of APGD-CE examples of the undefended classifier;
 6. ``random-gradient``: the first gradient attack again with random directions, on the same
    images (a control: its breaks count, but it is there to be compared);
-7. after every image has been through 1-6, the strongest gradient attack at 5x and 20x its
-   steps (``steps``), then at larger eps (``eps-sweep``, cumulative over eps).
+7. the checks of the *strongest* attack, PGD under the most informed threat model the purifier
+   allows (EOT, else straight-through, else BPDA; the white-box PGD for a bare classifier), run
+   standalone: ``strongest-x1`` completes it on the images the cascade had already broken before
+   it, ``strongest-x5`` / ``strongest-x20`` repeat it with 5x and 20x its steps on the images it
+   left standing (``steps``), and ``strongest-eps-8`` ... at larger eps on those it left standing
+   at the audit's eps (``eps-sweep``), beside ``oblivious-eps-8`` ... for the oblivious PGD.
+
+The oblivious PGD never sees the purifier, so its examples are the same for every codec: they are
+made for the whole batch and shared through a cache (:mod:`hac.audit.examples`).
 
 A classifier with no purifier has one white-box threat model: the oblivious step
 is then the white-box PGD and the purifier-specific steps are left out.
@@ -27,7 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-__all__ = ["AuditConfig", "Step", "CHECKS", "DEFAULT_EPS_SWEEP", "build_suite", "phase_two", "parse_checks"]
+__all__ = ["AuditConfig", "Step", "CHECKS", "DEFAULT_EPS_SWEEP", "build_suite", "check_steps", "parse_checks"]
 
 CHECKS = ("bpda", "straight-through", "eot", "apgd-ce", "apgd-dlr", "learned-surrogate", "acm", "square", "transfer",
           "random-gradient", "steps", "eps-sweep")
@@ -83,8 +90,8 @@ class AuditConfig:
         square_queries: Square's query budget per image.
         eot_samples: draws per step for a stochastic purifier.
         surrogate_steps: training steps of the learned surrogate.
-        steps_multipliers: the steps check runs the strongest gradient attack at these multiples of its steps.
-        eps_sweep: larger budgets for the eps sweep (cumulative).
+        steps_multipliers: the steps check runs the strongest attack at these multiples of its steps.
+        eps_sweep: larger budgets for the eps sweep of the strongest and the oblivious attack (cumulative).
         checks: parts of the suite to run (see :data:`CHECKS`).
         batch_size: images per unit of work in the store.
     """
@@ -145,9 +152,11 @@ class Step:
             ``codec``; the ``control`` family runs its threat's attack with random gradient directions.
         attack: ``pgd``, ``apgd``, ``square`` or ``acm``; params: its parameters (``eps`` included).
         scope: ``all`` (every clean-correct image), ``survivors`` (those every earlier counted step left
-            correct) or ``reference`` (the images ``reference`` attacked).
+            correct), ``reference`` (the images ``reference`` attacked), ``complement`` (those it did not
+            attack) or ``chain`` (those no step of ``after`` broke).
         counts: whether its breaks count in the verdict (at the audit's eps); eps-sweep steps do not.
-        reference: the step whose images a control attacks.
+        reference: the step whose images a ``reference`` or ``complement`` step is defined by.
+        after: the steps whose survivors a ``chain`` step attacks.
     """
 
     id: str
@@ -158,6 +167,12 @@ class Step:
     scope: str = "survivors"
     counts: bool = True
     reference: str | None = None
+    after: tuple[str, ...] = ()
+
+    @property
+    def shared(self) -> bool:
+        """Whether its examples depend only on the classifier and the images, not on the purifier."""
+        return self.threat in ("oblivious", "white-box")
 
     @property
     def eps(self) -> float:
@@ -168,8 +183,9 @@ class Step:
         return f"{self.attack}:{shown} ({self.threat})"
 
 
-def build_suite(config: AuditConfig, defended: bool, has_surrogate: bool, stochastic: bool, acm: bool) -> tuple[list[Step], dict[str, str]]:
-    """The ordered first phase of the suite for a defence, and why each left-out part is out.
+def build_suite(config: AuditConfig, defended: bool, has_surrogate: bool, stochastic: bool,
+                acm: bool) -> tuple[list[Step], dict[str, str], Step | None]:
+    """The ordered suite for a defence, why each left-out part is out, and the strongest attack (if any).
 
     Args:
         config: the audit settings.
@@ -221,18 +237,38 @@ def build_suite(config: AuditConfig, defended: bool, has_surrogate: bool, stocha
     if want("random-gradient", reference is not None, "no adaptive gradient attack selected to compare with"):
         suite.append(Step("random-gradient", "control", reference.threat, reference.attack, dict(reference.params),
                           scope="reference", reference=reference.id))
-    return suite, out
+    strongest = next((s for s in suite if s.attack == "pgd" and s.threat == best), None)
+    if strongest is None and ({"steps", "eps-sweep"} & on):
+        for check in ("steps", "eps-sweep"):
+            if check in on:
+                out[check] = f"no PGD under {best}, the strongest threat model, was selected to repeat"
+    return suite + check_steps(config, strongest, oblivious=suite[0] if defended else None), out, strongest
 
 
-def phase_two(config: AuditConfig, strongest: Step) -> list[Step]:
-    """The steps check and the eps sweep of the strongest gradient attack (chosen after phase one)."""
-    suite = []
+def check_steps(config: AuditConfig, strongest: Step | None, oblivious: Step | None) -> list[Step]:
+    """The steps check and the eps sweep: ``strongest`` run standalone at more steps and larger eps
+    (each on the images it left standing), and ``oblivious`` (if given) at larger eps."""
+    if strongest is None or not {"steps", "eps-sweep"} & set(config.checks):
+        return []
+    suite, alone = [], (strongest.id,)
+    if strongest.scope != "all":
+        suite.append(Step("strongest-x1", "steps", strongest.threat, strongest.attack, dict(strongest.params),
+                          scope="complement", reference=strongest.id))
+        alone += ("strongest-x1",)
     if "steps" in config.checks:
+        after = alone
         for m in config.steps_multipliers:
             params = {**strongest.params, "steps": strongest.params["steps"] * m}
-            suite.append(Step(f"steps-x{m}", "steps", strongest.threat, strongest.attack, params))
+            suite.append(Step(f"strongest-x{m}", "steps", strongest.threat, strongest.attack, params, scope="chain", after=after))
+            after += (f"strongest-x{m}",)
     if "eps-sweep" in config.checks:
-        for value in config.eps_sweep:
-            suite.append(Step(f"eps-{value * 255:g}", "eps", strongest.threat, strongest.attack,
-                              {**strongest.params, "eps": value}, counts=False))
+        for base, name in ((oblivious, "oblivious"), (strongest, "strongest")):
+            if base is None:
+                continue
+            after = alone if base is strongest else (base.id,)
+            for value in config.eps_sweep:
+                step_id = f"{name}-eps-{value * 255:g}"
+                suite.append(Step(step_id, "eps", base.threat, base.attack, {**base.params, "eps": value}, scope="chain",
+                                  counts=False, after=after))
+                after += (step_id,)
     return suite

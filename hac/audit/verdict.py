@@ -6,9 +6,11 @@ survived every attack run against it (Carlini et al. 2019). Its 95 % interval
 is Wilson's score interval. Beside it: the oblivious accuracy (what a
 non-adaptive evaluation would have claimed) and the flags of the checks:
 
-- ``steps``: the cumulative worst case at 1x, 5x, 20x the strongest attack's steps must stop
-  falling (less than one point between the last two), else the verdict is an upper bound;
-- ``eps-sweep``: the worst case at the largest eps must reach <= 1 %;
+- ``steps``: the strongest attack alone (PGD under the most informed threat model), at 1x, 5x and
+  20x its steps, each on the images the fewer steps left standing, must stop falling (less than one
+  point between the last two), else the verdict is an upper bound (unless it is already 0);
+- ``eps-sweep``: the strongest attack alone must reach <= 1 % at the largest eps, else its gradient
+  is masked or there is a bug (the oblivious PGD and the worst case are swept beside it);
 - ``random-gradient``: random directions must do clearly worse than the real gradient on the same
   images (they break fewer than half as many), else the gradient is uninformative;
 - ``gradient-free``: Square and transfer must not break a large share (> 20 %) of the images every
@@ -26,7 +28,7 @@ from .cascade import AuditRun
 from .suite import Step
 
 __all__ = ["wilson_interval", "Check", "Verdict", "verdict_of", "CONVERGED_POINTS", "EPS_SWEEP_TARGET",
-           "RANDOM_GRADIENT_RATIO", "GRADIENT_FREE_SHARE"]
+           "RANDOM_GRADIENT_RATIO", "GRADIENT_FREE_SHARE", "eps_curves"]
 
 CONVERGED_POINTS = 0.01
 EPS_SWEEP_TARGET = 0.01
@@ -108,41 +110,80 @@ def _commits(run: AuditRun, step_id: str) -> list[dict]:
     return [commit for (c, _), commit in sorted(run.commits.items(), key=lambda kv: kv[0][1]) if c == step_id]
 
 
-def _steps_check(run: AuditRun, counted: list[Step], base_broken: set[str], correct: set[str], n: int) -> Check:
-    multiples = [s for s in run.steps if s.family == "steps"]
+def _alone(run: AuditRun) -> tuple[str, ...]:
+    """The steps whose union is the strongest attack run standalone on every clean-correct image."""
+    return tuple(s.id for s in run.steps if s.id == run.strongest or s.id == "strongest-x1")
+
+
+def _curve(run: AuditRun, correct: set[str], n: int, first: tuple[str, ...], then: list[Step]) -> list[float]:
+    """Accuracy after ``first``, then after each of ``then`` in turn (cumulative: an image stays broken)."""
+    broken = {i for step_id in first for i in _broken(run, step_id)} & correct
+    curve = [len(correct - broken) / n]
+    for step in then:
+        broken |= _broken(run, step.id)
+        curve.append(len(correct - broken) / n)
+    return curve
+
+
+def _steps_check(run: AuditRun, counted: list[Step], correct: set[str], robust: int, n: int) -> Check:
+    multiples = [s for s in run.steps if s.family == "steps" and s.id != "strongest-x1"]
     if not multiples:
         return Check("steps", "not run", run.not_run.get("steps", "no gradient attack to repeat"))
-    first_phase = {i for s in counted if s.family != "steps" for i in _broken(run, s.id)}
-    curve, broken = [("x1", len(correct - first_phase) / n)], set(first_phase)
-    for step in multiples:
-        broken |= _broken(run, step.id)
-        curve.append((step.id.split("-")[-1], len(correct - broken) / n))
-    drop = curve[-2][1] - curve[-1][1]
-    values = {"strongest": run.strongest, "accuracy": dict(curve)}
-    text = " -> ".join(f"{a:.3f} ({k})" for k, a in curve)
-    if not correct - first_phase:
-        return Check("steps", "pass", f"{run.strongest}: {text}; vacuous: no image survived the first phase, so more steps had nothing to attack", values)
+    base = run.steps[[s.id for s in run.steps].index(run.strongest)]
+    steps = [base.params["steps"]] + [s.params["steps"] for s in multiples]
+    alone = _curve(run, correct, n, _alone(run), multiples)
+    others = tuple(s.id for s in counted if s not in multiples)
+    worst = _curve(run, correct, n, others, multiples)
+    values = {"strongest": run.strongest, "steps": steps, "accuracy": dict(zip(map(str, steps), alone)),
+              "worst_case": dict(zip(map(str, steps), worst))}
+    drop = alone[-2] - alone[-1]
+    text = (f"{run.strongest} alone: " + " -> ".join(f"{a:.3f} ({k} steps)" for k, a in zip(steps, alone))
+            + "; worst case over the suite: " + " -> ".join(f"{a:.3f}" for a in worst))
     if drop < CONVERGED_POINTS:
-        return Check("steps", "pass", f"{run.strongest}: {text}; converged (last drop {drop * 100:.1f} points)", values)
-    return Check("steps", "FLAG", f"{run.strongest}: {text}; NOT converged (last drop {drop * 100:.1f} points): the verdict is an upper bound", values)
+        return Check("steps", "pass", f"{text}; converged (last drop {drop * 100:.1f} points)", values)
+    if robust == 0:
+        return Check("steps", "pass", f"{text}; the strongest attack alone has not converged (last drop {drop * 100:.1f} "
+                     "points), but the worst case is already 0, which more steps cannot lower", values)
+    return Check("steps", "FLAG", f"{text}; NOT converged (last drop {drop * 100:.1f} points): the verdict is an upper bound", values)
 
 
-def _eps_check(run: AuditRun, base_accuracy: float, correct: set[str], base_broken: set[str], n: int) -> Check:
+def eps_curves(run: AuditRun) -> dict[str, dict[str, float]]:
+    """Accuracy vs eps (``"8/255"`` -> accuracy) of the oblivious PGD, the strongest attack alone and the
+    worst case (every counted attack at the audit's eps, then every sweep step), each cumulative over eps."""
+    n = len(run.clean)
+    correct = {i for i, (_, ok) in run.clean.items() if ok}
     sweep = [s for s in run.steps if s.family == "eps"]
-    if not sweep:
+    if not n or not sweep:
+        return {}
+
+    def label(eps: float) -> str:
+        return f"{eps * 255:g}/255"
+
+    curves = {}
+    for name, key, first in (("oblivious", "oblivious-pgd", ("oblivious-pgd",)), ("strongest", run.strongest, _alone(run))):
+        then = [s for s in sweep if s.id.startswith(f"{name}-eps-")]
+        if then:
+            curves[key] = dict(zip([label(run.config.eps)] + [label(s.eps) for s in then], _curve(run, correct, n, first, then)))
+    counted = tuple(s.id for s in run.steps if s.counts)
+    worst = {label(run.config.eps): _curve(run, correct, n, counted, [])[0]}
+    for value in sorted({s.eps for s in sweep}):
+        worst[label(value)] = _curve(run, correct, n, counted + tuple(s.id for s in sweep if s.eps <= value), [])[0]
+    curves["worst case"] = worst
+    return curves
+
+
+def _eps_check(run: AuditRun) -> Check:
+    curves = eps_curves(run)
+    if not curves or run.strongest not in curves:
         return Check("eps-sweep", "not run", run.not_run.get("eps-sweep", "no gradient attack to repeat"))
-    curve, broken = {f"{run.config.eps * 255:g}/255": base_accuracy}, set(base_broken)
-    for step in sweep:
-        broken |= _broken(run, step.id)
-        curve[f"{step.eps * 255:g}/255"] = len(correct - broken) / n
-    last_eps, last = list(curve.items())[-1]
-    text = ", ".join(f"{a:.3f} at {e}" for e, a in curve.items())
-    values = {"strongest": run.strongest, "accuracy": curve}
-    if not correct - base_broken:
-        return Check("eps-sweep", "pass", f"{text}: vacuous: nothing survived at {run.config.eps * 255:g}/255", values)
+    alone = curves[run.strongest]
+    last_eps, last = list(alone.items())[-1]
+    text = "; ".join(f"{name}: " + ", ".join(f"{a:.3f} at {e}" for e, a in curve.items()) for name, curve in curves.items())
+    values = {"strongest": run.strongest, "accuracy": curves}
     if last <= EPS_SWEEP_TARGET:
-        return Check("eps-sweep", "pass", f"{text}: reaches <= {EPS_SWEEP_TARGET:.0%}", values)
-    return Check("eps-sweep", "FLAG", f"{text}: does not reach <= {EPS_SWEEP_TARGET:.0%} at {last_eps}: gradient masking or a bug", values)
+        return Check("eps-sweep", "pass", f"{text}: {run.strongest} alone reaches <= {EPS_SWEEP_TARGET:.0%}", values)
+    return Check("eps-sweep", "FLAG", f"{text}: {run.strongest} alone does not reach <= {EPS_SWEEP_TARGET:.0%} at {last_eps}: "
+                 "gradient masking or a bug", values)
 
 
 def _random_check(run: AuditRun) -> Check:
@@ -221,9 +262,7 @@ def verdict_of(run: AuditRun) -> Verdict:
     oblivious = len(correct - oblivious_broken) / n if n else None
     gradient_new = [r for r in per_step if r["counts"] and r["step"] != "oblivious-pgd" and r["first_broken"]]
     achieved = max(gradient_new, key=lambda r: r["first_broken"])["step"] if gradient_new else ("oblivious-pgd" if oblivious_broken else None)
-    checks = [_steps_check(run, counted, set(first_breaker), correct, n)] if n else []
-    if n:
-        checks.append(_eps_check(run, robust / n, correct, set(first_breaker), n))
+    checks = [_steps_check(run, counted, correct, robust, n), _eps_check(run)] if n else []
     checks += [_random_check(run), _gradient_free_check(run, counted, correct), *_health_checks(run)]
     upper = any(c.name == "steps" and c.flagged for c in checks)
     worst = [{"image": i, "label": run.clean[i][0], "clean_correct": int(run.clean[i][1]),

@@ -60,7 +60,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="images per unit of work (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="image subset and attack seeds (default 0)")
     add_run_folder_arg(parser, "rows.jsonl, report.md, audit.json, worst_case.csv, plots")
-    parser.add_argument("--surrogate-cache", type=Path, help="folder of learned surrogates (default ~/.cache/hac/audit-surrogates)")
+    parser.add_argument("--cache", type=Path, help="folder audits share: learned surrogates and the oblivious attacks' "
+                        "examples, which do not depend on the codec (default $HAC_CACHE, else ~/.cache/hac)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no verdict print (for scripts)")
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     bar = None if args.quiet else ProgressBar("audit")
     try:
         result = audit(config, args.out, bar, device=args.device,
-                       surrogate_cache=args.surrogate_cache if args.surrogate_cache is not None else "default")
+                       cache=args.cache if args.cache is not None else "default")
     finally:
         if bar is not None:
             bar.close()
