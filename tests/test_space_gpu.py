@@ -123,7 +123,7 @@ def test_the_stand_in_gets_the_estimate_and_too_much_work_is_refused_with_the_co
     with pytest.raises(gr.Error, match=r"more than one GPU call here may take \(11 s\).*python -m hac attack --image IMAGE"):
         attack("x.png", steps=200, threat="eot", rounds=10)
     assert len(spaces.calls) == calls  # refused before any GPU was asked for
-    with pytest.raises(gr.Error, match=r"python -m hac eval --preset smoke"):
+    with pytest.raises(gr.Error, match=r"python -m hac eval --config CONFIG.yaml \(preset smoke with the tab.s fields\)"):
         events["batch"]("sample", "smoke", **{**_smoke_fields(), "limit": 200, "attacks": "pgd:steps=200"})
 
 
@@ -132,3 +132,31 @@ def test_off_zero_gpu_models_stay_where_they_are_and_on_it_they_load_on_the_cpu(
     assert not gpu.on_zero_gpu()
     monkeypatch.setenv(gpu.ZERO_GPU_ENV, "true")
     assert gpu.on_zero_gpu() and gpu.model_device() == "cpu"
+
+
+def test_the_budget_check_and_the_gpu_duration_read_one_estimate():
+    """Each tab refuses work over the app's budget with the very units and command its GPU call is sized by."""
+    import inspect
+
+    from hac.app import audit, batch, codec_attack, handlers, work
+    from hac.app.limits import AppLimits
+
+    cache, files, tiny_budget = ModelCache("cpu"), RunFiles(), AppLimits(max_work=1)
+    cases = [
+        (handlers.run_attack, work.attack_work, dict(image="x.png", steps=20, rounds=2)),
+        (codec_attack.run_codec_attack, work.codec_attack_work, dict(image="x.png", steps=7)),
+        (codec_attack.run_codec_attack, work.codec_attack_work, dict(image="x.png", steps=7, objective="rate")),
+        (batch.run_batch, work.batch_work, dict(dataset=batch.SAMPLE_DATASET, preset="smoke",
+                                                **{**_smoke_fields(), "limit": 3, "attacks": "pgd:steps=30"})),
+        (audit.run_audit, work.audit_work, dict(dataset=batch.SAMPLE_DATASET, classifier="efficientnet-lite0",
+                                                codec="jpeg:q=25", rounds=1, images=3, eps_255=4, checks=["bpda", "steps"])),
+    ]
+    for handler, gpu_work, fields in cases:
+        bound = inspect.signature(handler).bind(cache, files, **fields)
+        bound.apply_defaults()
+        expected = gpu_work(bound.arguments)
+        with pytest.raises(gr.Error) as refused:
+            handler(cache, files, **fields, limits=tiny_budget)
+        message = refused.value.message
+        assert f"= {expected.units:,.0f} units, over its budget" in message, (handler.__name__, fields, message)
+        assert expected.command in message, (handler.__name__, message)

@@ -2,7 +2,7 @@
 
 The tab is under the app's limits like every model-running tab (:mod:`hac.app.limits`): each field has
 a cap (:data:`MAX_AUDIT_IMAGES` images, the attack caps for steps, restarts and queries, the chain's
-length and rounds), the audit's work (:func:`hac.app.work.audit_estimate`, the estimate the ZeroGPU
+length and rounds), the audit's work (:func:`hac.app.audit_fields.audit_estimate`, the estimate the ZeroGPU
 duration uses too) is checked against the budget before any work, and the cascade stops at the next
 attack step or unit once the time limit has passed or the client has gone. A full audit belongs on
 the command line (``python -m hac audit``), which resumes after an interruption.
@@ -21,7 +21,7 @@ from ..audit.suite import CHECKS
 from ..models.classifiers import DEFAULT_CLASSIFIER
 from . import gpu, work
 from .audit_fields import (APP_CHECKS, CAPPED_FIELDS, DEFAULT_MULTIPLIERS, DEFAULT_SWEEP_255, DEFAULTS, MAX_AUDIT_IMAGES, STEPS_MADE_OF,
-                           audit_config)
+                           audit_config, audit_estimate)
 from .batch import SAMPLE_DATASET, _dataset_path
 from .cache import ModelCache
 from .files import RunFiles, data_folders
@@ -73,7 +73,7 @@ def run_audit(cache: ModelCache, files: RunFiles, dataset: str, classifier: str,
                   checks=checks, steps=steps, restarts=restarts, apgd_steps=apgd_steps, square_queries=square_queries,
                   surrogate_steps=surrogate_steps, steps_multipliers=steps_multipliers, eps_sweep=eps_sweep)
     with user_errors():
-        estimate, command = work.audit_estimate(fields)
+        estimate, command = audit_estimate(fields)
         limits.check(estimate, "This audit", command, STEPS_MADE_OF)
         data = _dataset_path(files, dataset)
         config = audit_config(fields).with_(data=str(data))

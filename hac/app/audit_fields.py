@@ -1,6 +1,6 @@
-"""The Audit tab's fields: each within its cap, turned into an :class:`~hac.audit.suite.AuditConfig`, and the
-``hac audit`` command that runs the same audit without the app's caps. Shared by the tab (:mod:`hac.app.audit`)
-and the work estimate (:mod:`hac.app.work`)."""
+"""The Audit tab's fields: each within its cap, turned into an :class:`~hac.audit.suite.AuditConfig`, its work,
+and the ``hac audit`` command that runs the same audit without the app's caps. Shared by the tab
+(:mod:`hac.app.audit`) and the GPU duration (:mod:`hac.app.work`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import math
 from typing import Any, Mapping
 
 from ..audit.suite import CHECKS, AuditConfig
+from ..defence.budget import CellWork, WorkEstimate, codec_passes, estimate_work
 from .batch import SAMPLE_DATASET, _numbers
 from .handlers import int_setting
 from .limits import APP_MAX_ROUNDS, MAX_QUERIES, MAX_RESTARTS, MAX_STEPS, MAX_STEPS_MULTIPLIER, MAX_SURROGATE_STEPS, MAX_SWEEP, check_chain
 
 __all__ = ["MAX_AUDIT_IMAGES", "APP_CHECKS", "DEFAULTS", "DEFAULT_MULTIPLIERS", "DEFAULT_SWEEP_255", "CAPPED_FIELDS", "STEPS_MADE_OF",
-           "audit_config", "audit_command"]
+           "audit_config", "audit_command", "audit_estimate"]
 
 MAX_AUDIT_IMAGES = 50
 """Most images one audit in the app may use."""
@@ -84,3 +85,34 @@ def audit_command(config: AuditConfig, dataset: str) -> str:
             f"--steps-multipliers {','.join(str(m) for m in config.steps_multipliers)} "
             f"--eps-sweep {','.join(f'{value * 255:g}/255' for value in config.eps_sweep)} "
             f"--checks {','.join(config.checks)} --out runs/audit")
+
+
+def _audit_check_steps(config) -> dict[str, int]:
+    """Model calls per image of each audit check at ``config``'s settings: an upper bound (the cascade stops
+    attacking an image once it breaks), except that only the ``eot`` check itself is counted with its EOT
+    samples: the steps check and eps sweep repeat PGD under EOT only behind a stochastic purifier, which the
+    fields cannot tell (the time limit still bounds such a request)."""
+    pgd = config.steps * config.restarts
+    gradient = {"bpda": pgd, "straight-through": pgd, "apgd-ce": config.apgd_steps, "apgd-dlr": config.apgd_steps,
+                "learned-surrogate": pgd}
+    standalone = pgd if config.codec else 0  # the strongest PGD on the images the cascade broke before it
+    swept = 2 if config.codec else 1  # the strongest PGD, and the oblivious one beside it
+    return {
+        **gradient, "eot": pgd * config.eot_samples, "learned-surrogate": config.surrogate_steps + pgd,
+        "acm": config.steps, "square": config.square_queries, "transfer": config.apgd_steps, "random-gradient": pgd,
+        "steps": standalone + pgd * sum(config.steps_multipliers), "eps-sweep": swept * pgd * len(config.eps_sweep),
+    }
+
+
+def audit_estimate(fields: Mapping[str, Any]) -> tuple[WorkEstimate, str]:
+    """The "Audit" tab's work (its images times the checks' steps, the oblivious PGD included, times the codec
+    passes) and the ``hac audit`` command that runs the same audit.
+
+    Raises:
+        ValueError: a field the tab refuses (see :func:`hac.app.audit_fields.audit_config`).
+    """
+    config = audit_config(fields)
+    per_check = _audit_check_steps(config)
+    steps = config.steps * config.restarts + sum(per_check[check] for check in config.checks)
+    passes = max(1.0, codec_passes(config.codec, config.rounds)) if config.codec else 1.0
+    return estimate_work(config.images, [CellWork(steps, passes)]), audit_command(config, fields["dataset"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import gradio as gr
 import pandas as pd
@@ -18,7 +18,7 @@ import pandas as pd
 from ..attacks.classifier_attacks import ATTACKS
 from ..core.specs import ComponentSpec, format_spec, parse_spec
 from ..attacks.threats import ThreatModel
-from ..defence.budget import cell_work, estimate_work
+from ..defence.budget import WorkEstimate, cell_work, estimate_work
 from .cache import ModelCache
 from ..evaluation.datasets import hub_offline
 from .files import HUB_SUBSETS, RunFiles, hub_subsets, resolve_data_folder
@@ -201,19 +201,39 @@ def _dataset_path(files: RunFiles, dataset: str) -> Path | str:
     return resolve_data_folder(dataset)
 
 
-def _check_work(config, images: int, limits: AppLimits, preset: str, dataset: str, edited: bool) -> None:
-    """Refuse cells over the per-field caps and a grid over the work budget (see :mod:`hac.app.limits`)."""
-    works = []
-    for cell in config.cells():
-        check_attack_caps("attacks", parse_spec(cell.attack))
-        chain = None if cell.is_baseline else cell.codec
-        if chain is not None:
-            check_chain("codec chains", chain, cell.rounds)
-        works.append(cell_work(cell.attack, cell.threat if chain else "oblivious", chain, cell.rounds, config.eot_samples))
+def _work(config, images: int, preset: str, dataset: str, edited: bool) -> tuple[WorkEstimate, str]:
+    """``images`` times the grid's cells (:mod:`hac.defence.budget`), and the ``hac eval`` command for the same grid."""
+    works = [cell_work(cell.attack, "oblivious" if cell.is_baseline else cell.threat, None if cell.is_baseline else cell.codec,
+                       cell.rounds, config.eot_samples) for cell in config.cells()]
     source = f"--config CONFIG.yaml (preset {preset} with the tab's fields)" if edited else f"--preset {preset}"
     command = f"python -m hac eval {source} --data {dataset if dataset != SAMPLE_DATASET else 'FOLDER'} " \
               f"--limit {images} --out runs/{config.name}"
-    limits.check(estimate_work(images, works), "This batch", command)
+    return estimate_work(images, works), command
+
+
+def batch_estimate(fields: Mapping[str, Any]) -> tuple[WorkEstimate, str]:
+    """The tab's work from its fields alone (:func:`run_batch`'s arguments by name), before the dataset is
+    read: as many images as 'Images' asks for, else the preset's count, else :data:`MAX_BATCH_IMAGES`.
+
+    Raises:
+        ValueError: a field the tab refuses.
+    """
+    limit = _limit(fields["limit"])
+    raw = BatchFields(limit or 0, fields["attacks"], fields["eps"], fields["codecs"], fields["rounds"],
+                      list(fields["threats"] or []))
+    config = _evaluate().load_config(_config_from_fields(fields["preset"], raw))
+    images = limit or config.data.limit or MAX_BATCH_IMAGES
+    return _work(config, images, fields["preset"], fields["dataset"], not _same(raw, preset_fields(fields["preset"])))
+
+
+def _check_work(config, images: int, limits: AppLimits, preset: str, dataset: str, edited: bool) -> None:
+    """Refuse cells over the per-field caps and a grid over the work budget (see :mod:`hac.app.limits`)."""
+    for cell in config.cells():
+        check_attack_caps("attacks", parse_spec(cell.attack))
+        if not cell.is_baseline:
+            check_chain("codec chains", cell.codec, cell.rounds)
+    estimate, command = _work(config, images, preset, dataset, edited)
+    limits.check(estimate, "This batch", command)
 
 
 def _check_size(evaluate, config, data: Path | str, limit: int | None) -> int:

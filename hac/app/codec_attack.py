@@ -11,14 +11,14 @@ it, so that an attack can be told apart from mere noise.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import torch
 
 from ..attacks.codec_attacks import CodecAttackResult, CodecAttackSettings, Objective, check_objective, evaluate_codec_attack, measure
 from ..codecs import codec_info, codec_names
 from ..core.images import load_image, perturbation_image, resize_and_center_crop, save_png
-from ..defence.budget import CellWork, codec_passes, estimate_work
+from ..defence.budget import CellWork, WorkEstimate, codec_passes, estimate_work
 from . import handlers
 from .cache import ModelCache
 from .files import RunFiles
@@ -73,6 +73,27 @@ def _eps(eps_255: float) -> float:
     if isinstance(eps_255, bool) or not isinstance(eps_255, (int, float)) or not 0 < eps_255 <= MAX_EPS:
         raise ValueError(f"ε must be in (0, {MAX_EPS}] (units of 1/255), got {eps_255!r}")
     return eps_255 / 255
+
+
+def _starts(objective: Objective) -> tuple[str, ...]:
+    # from zero alone, PGD misses the brightness shift that any faithful codec passes on
+    return ("zero", "shift") if objective is Objective.DISTORTION else ("zero",)
+
+
+def codec_attack_estimate(fields: Mapping[str, Any]) -> tuple[WorkEstimate, str]:
+    """The tab's work (PGD from each start on one crop, through the codec) and the ``hac codec-attack``
+    command that runs the same attack; ``fields`` are :func:`run_codec_attack`'s arguments by name.
+
+    Raises:
+        ValueError: a field the tab refuses.
+    """
+    spec = handlers.codec_spec(fields["codec"], fields["quality"])
+    steps = handlers.int_setting("steps", fields["steps"], 1, MAX_STEPS)
+    objective = Objective(fields["objective"])
+    _eps(fields["eps_255"])
+    command = (f"python -m hac codec-attack --data FOLDER --codecs '{spec}' --objective {objective} "
+               f"--eps {fields['eps_255']:g}/255 --steps {steps} --crop {IMAGE_SIZE}")
+    return estimate_work(1, [CellWork(steps * len(_starts(objective)), codec_passes(spec, 1))]), command
 
 
 class CodecAttackOutputs(NamedTuple):
@@ -155,13 +176,10 @@ def run_codec_attack(
         objective = Objective(objective)
         spec = handlers.codec_spec(codec, quality)
         steps = handlers.int_setting("steps", steps, 1, MAX_STEPS)
-        # from zero alone, PGD misses the brightness shift that any faithful codec passes on
-        starts = ("zero", "shift") if objective is Objective.DISTORTION else ("zero",)
-        settings = CodecAttackSettings(objective, _eps(eps_255), "pgd", steps, starts=starts)
-        command = (f"python -m hac codec-attack --data FOLDER --codecs '{spec}' --objective {objective} "
-                   f"--eps {eps_255:g}/255 --steps {steps} --crop {IMAGE_SIZE}")
-        work = CellWork(steps * len(starts), codec_passes(spec, 1))
-        limits.check(estimate_work(1, [work]), "This codec attack", command)
+        settings = CodecAttackSettings(objective, _eps(eps_255), "pgd", steps, starts=_starts(objective))
+        estimate, command = codec_attack_estimate(dict(codec=codec, quality=quality, objective=objective, eps_255=eps_255,
+                                                       steps=steps))
+        limits.check(estimate, "This codec attack", command)
         stop = request_deadline(limits.time_limit)
         x = load_image(image, max_pixels=handlers.APP_MAX_PIXELS)[None]
         (model,) = cache.chain(spec)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator, Mapping, NamedTuple
 
 import gradio as gr
 import pandas as pd
@@ -31,7 +31,7 @@ from ..defence.pipeline import DefenceReport, attack_and_purify
 from ..attacks.threats import ThreatModel
 from ..core.cancel import Cancelled
 from ..core.specs import parse_spec
-from ..defence.budget import cell_work, estimate_work
+from ..defence.budget import WorkEstimate, cell_work, estimate_work
 from .cache import ModelCache
 from .files import RunFiles
 from .limits import APP_MAX_ROUNDS, MAX_STEPS, AppLimits, WorkTooLarge, check_attack_caps, check_chain, public_message
@@ -343,6 +343,23 @@ def _round_table(report: DefenceReport) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(ROUND_COLUMNS))
 
 
+def attack_estimate(fields: Mapping[str, Any]) -> tuple[WorkEstimate, str]:
+    """The attack tab's work (one image, one cell: :mod:`hac.defence.budget`) and the ``hac attack`` command
+    that runs the same attack; ``fields`` are :func:`run_attack`'s arguments by name.
+
+    Raises:
+        ValueError: a field the tab refuses.
+    """
+    steps = int_setting("steps", fields["steps"], 1, MAX_STEPS)
+    rounds = int_setting("rounds", fields["rounds"], 1, APP_MAX_ROUNDS)
+    spec = attack_spec(fields["attack"], fields["eps_255"], steps)
+    chain = _chain_text(fields["codec"], fields["quality"], fields["chain"])
+    threat = ThreatModel(fields["threat"])
+    command = (f"python -m hac attack --image IMAGE --classifier {fields['classifier']} --attack '{spec}' --threat {threat} "
+               f"--codec '{chain}' --rounds {rounds} --seed {fields['seed']}")
+    return estimate_work(1, [cell_work(spec, threat, chain, rounds, EOT_SAMPLES)]), command
+
+
 def run_attack(
     cache: ModelCache,
     files: RunFiles,
@@ -401,9 +418,9 @@ def run_attack(
         seed = int_setting("seed", seed, 0, 2**31 - 1)
         check_chain("codec chain", chain_text, rounds)
         check_attack_caps("attack", parse_spec(spec))
-        command = (f"python -m hac attack --image IMAGE --classifier {name} --attack '{spec}' --threat {threat} "
-                   f"--codec '{chain_text}' --rounds {rounds} --seed {seed}")
-        limits.check(estimate_work(1, [cell_work(spec, threat, chain_text, rounds, EOT_SAMPLES)]), "This attack", command)
+        estimate, command = attack_estimate(dict(classifier=name, attack=attack, eps_255=eps_255, steps=steps, threat=threat,
+                                                 codec=codec, quality=quality, chain=chain, rounds=rounds, seed=seed))
+        limits.check(estimate, "This attack", command)
         x = load_image(image, max_pixels=APP_MAX_PIXELS)[None]
         codecs = cache.chain(chain_text)
         model = cache.classifier(name)
