@@ -232,6 +232,25 @@ def test_report_files(tmp_path, tiny, jpeg):
     assert (tmp_path / "worst_case.csv").read_text().splitlines()[0] == "image,label,clean_correct,robust,broken_by"
 
 
+def test_audit_table_compares_finished_audits(tmp_path, capsys, tiny, jpeg):
+    config = AuditConfig(eps=2 / 255, **FAST)
+    images = tiny_images(tiny, 8, purifier=jpeg)
+    for name, purifier in (("jpeg-q75", jpeg), ("undefended", None)):
+        audit(config, tmp_path / name, classifier=tiny, purifier=purifier, images=images, cache=None).write(tmp_path / name)
+    assert main(["audit-table", str(tmp_path / "jpeg-q75"), str(tmp_path / "undefended"), "--out", str(tmp_path / "t.md")]) == 0
+    table = capsys.readouterr().out
+    assert table == (tmp_path / "t.md").read_text()
+    header, _, *rows = table.splitlines()
+    assert len(rows) == 2 and "oblivious" in header and "audited" in header
+    for name, row in zip(("jpeg-q75", "undefended"), rows):
+        data = json.loads((tmp_path / name / "audit.json").read_text())
+        low, high = data["verdict"]["interval_95"]
+        assert row.startswith(f"| {name} | 8 |")
+        assert f"**{data['verdict']['robust_accuracy']:.3f}** [{low:.3f}, {high:.3f}]" in row
+    assert main(["audit-table", str(tmp_path / "nowhere")]) == 2
+    assert "audit.json does not exist" in capsys.readouterr().err
+
+
 def test_wilson_interval():
     assert wilson_interval(0, 200) == (0.0, pytest.approx(0.0188, abs=1e-3))
     low, high = wilson_interval(24, 200)

@@ -11,7 +11,7 @@ from ..evaluation.results import csv_text, package_versions
 from .cascade import AuditRun
 from .verdict import Verdict
 
-__all__ = ["verdict_card", "report_markdown", "audit_json", "write_report", "WORST_CASE_FILE"]
+__all__ = ["verdict_card", "report_markdown", "audit_json", "write_report", "comparison_table", "WORST_CASE_FILE"]
 
 WORST_CASE_FILE = "worst_case.csv"
 _WORST_COLUMNS = ("image", "label", "clean_correct", "robust", "broken_by")
@@ -153,3 +153,34 @@ def write_report(verdict: Verdict, run: AuditRun, out_dir: str | Path) -> list[P
         tmp.replace(out / name)
         paths.append(out / name)
     return paths + _plots(verdict, out)
+
+
+def _check(audit: dict, name: str) -> dict:
+    return next((c for c in audit["checks"] if c["name"] == name), {"status": "not run", "values": {}})
+
+
+def comparison_table(audits: dict[str, dict]) -> str:
+    """One Markdown row per audit (``name -> audit.json`` contents): clean, oblivious, the strongest attack
+    alone, the audited worst case with its interval, how far the oblivious number overstated it, the
+    steps check and eps sweep of the strongest attack, and the flags."""
+    head = ("| defence | images | clean | oblivious | strongest attack alone | **audited** [95 % interval] | "
+            "oblivious overstates by | steps check (strongest alone) | ε sweep (strongest alone) | flags |\n"
+            + "|---" * 10 + "|\n")
+    rows = []
+    for name, audit in audits.items():
+        verdict, steps, sweep = audit["verdict"], _check(audit, "steps"), _check(audit, "eps-sweep")
+        low, high = verdict["interval_95"]
+        alone = steps["values"].get("accuracy") or {}
+        first = f"{next(iter(alone.values())):.3f} ({audit['strongest']})" if alone else "n/a"
+        steps_text = ("→".join(f"{a:.3f}" for a in alone.values()) + f" at {'/'.join(map(str, steps['values']['steps']))} "
+                      f"steps: {steps['status']}") if alone else steps["status"]
+        curve = (sweep["values"].get("accuracy") or {}).get(audit["strongest"] or "", {})
+        sweep_text = (", ".join(f"{a:.3f} at {e}" for e, a in curve.items()) + f": {sweep['status']}") if curve else sweep["status"]
+        oblivious = verdict["oblivious_accuracy"]
+        gap = "n/a" if oblivious is None else f"{(oblivious - verdict['robust_accuracy']) * 100:.1f} points"
+        flags = "; ".join(flag.split(":")[0] for flag in verdict["flags"]) or "none"
+        rows.append(f"| {name} | {verdict['images']} | {_pct(verdict['clean_accuracy'])} | {_pct(oblivious)} | {first} | "
+                    f"**{_pct(verdict['robust_accuracy'])}** [{low:.3f}, {high:.3f}] | {gap} | {steps_text} | {sweep_text} | "
+                    f"{flags} |\n")
+    return head + "".join(rows)
+

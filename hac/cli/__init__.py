@@ -18,7 +18,7 @@ from ..core.images import ImageError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS = ("weights", "space", "purify", "attack", "convert", "rd", "eval", "codec-attack", "train", "audit")
+COMMANDS = ("weights", "space", "purify", "attack", "convert", "rd", "eval", "codec-attack", "train", "audit", "audit-table")
 
 USER_ERRORS = (ValueError, FileNotFoundError, MissingWeightsError, UnsafeWeightsError, ImageError)
 
