@@ -213,7 +213,6 @@ class _Cascade:
                 self._tick(f"batch {b + 1}/{len(self.batches)}: {step.id}")
 
 
-
 def config_digest(config: AuditConfig, defence: str, ids: Sequence[str]) -> str:
     text = json.dumps({"config": config.to_dict(), "defence": defence, "ids": list(ids)}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
