@@ -177,9 +177,11 @@ def comparison_table(audits: dict[str, dict]) -> str:
         curve = (sweep["values"].get("accuracy") or {}).get(audit["strongest"] or "", {})
         sweep_text = (", ".join(f"{a:.3f} at {e}" for e, a in curve.items()) + f": {sweep['status']}") if curve else sweep["status"]
         oblivious = verdict["oblivious_accuracy"]
-        gap = "n/a" if oblivious is None else f"{(oblivious - verdict['robust_accuracy']) * 100:.1f} points"
+        defended = any(step["family"] == "oblivious" for step in audit["suite"])
+        gap = "n/a" if oblivious is None or not defended else f"{(oblivious - verdict['robust_accuracy']) * 100:.1f} points"
+        oblivious_text = _pct(oblivious) if defended else "n/a (no purifier)"
         flags = "; ".join(flag.split(":")[0] for flag in verdict["flags"]) or "none"
-        rows.append(f"| {name} | {verdict['images']} | {_pct(verdict['clean_accuracy'])} | {_pct(oblivious)} | {first} | "
+        rows.append(f"| {name} | {verdict['images']} | {_pct(verdict['clean_accuracy'])} | {oblivious_text} | {first} | "
                     f"**{_pct(verdict['robust_accuracy'])}** [{low:.3f}, {high:.3f}] | {gap} | {steps_text} | {sweep_text} | "
                     f"{flags} |\n")
     return head + "".join(rows)
