@@ -397,3 +397,11 @@ def test_steps_check_flags_an_attack_still_improving(x20, status, upper):
     assert check.status == status and verdict.upper_bound == upper
     assert check.values["accuracy"] == {"10": 0.5, "50": 0.4, "200": (40 - x20) / 100}
     assert verdict.robust == 40 - x20
+
+
+def test_only_attacks_on_the_bare_classifier_are_shared():
+    config = AuditConfig(eps=2 / 255, **FAST)
+    defended, _, _ = build_suite(config, defended=True, has_surrogate=True, stochastic=False, acm=True)
+    bare, _, _ = build_suite(config, defended=False, has_surrogate=False, stochastic=False, acm=False)
+    assert {s.id for s in defended if s.shared} == {"oblivious-pgd", "oblivious-eps-16"}
+    assert {s.id for s in bare if s.shared} == {"oblivious-pgd"}  # the white-box PGD, the same attack

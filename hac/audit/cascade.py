@@ -155,7 +155,7 @@ class _Cascade:
         ids, x, y = self.images.load(self.batches[b])
         if self._fingerprint is None:
             self._fingerprint = classifier_fingerprint(self.classifier)
-        key = example_key(self._fingerprint, f"{step.attack}|{json.dumps(step.params, sort_keys=True)}", seed, x, y)
+        key = example_key(self._fingerprint, f"{step.id}|{step.attack}|{json.dumps(step.params, sort_keys=True)}", seed, x, y)
         x_adv = self.examples.get(key, lambda: self.attacker.attack(step, model, x, y, seed)).to(x.device)
         position = {image: k for k, image in enumerate(ids)}
         return x_adv[torch.tensor([position[i] for i in targets], dtype=torch.long)]

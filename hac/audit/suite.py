@@ -157,6 +157,8 @@ class Step:
         counts: whether its breaks count in the verdict (at the audit's eps); eps-sweep steps do not.
         reference: the step whose images a ``reference`` or ``complement`` step is defined by.
         after: the steps whose survivors a ``chain`` step attacks.
+        shared: it attacks the bare classifier, so its examples do not depend on the purifier: it attacks
+            the whole batch and keeps them for every audit of the same classifier and images.
     """
 
     id: str
@@ -168,11 +170,7 @@ class Step:
     counts: bool = True
     reference: str | None = None
     after: tuple[str, ...] = ()
-
-    @property
-    def shared(self) -> bool:
-        """Whether its examples depend only on the classifier and the images, not on the purifier."""
-        return self.threat in ("oblivious", "white-box")
+    shared: bool = False
 
     @property
     def eps(self) -> float:
@@ -198,7 +196,7 @@ def build_suite(config: AuditConfig, defended: bool, has_surrogate: bool, stocha
     pgd = {"eps": eps, "steps": config.steps, "restarts": config.restarts}
     apgd = {"eps": eps, "steps": config.apgd_steps}
     first = "white-box" if not defended else "oblivious"
-    suite = [Step("oblivious-pgd", "oblivious" if defended else "gradient", first, "pgd", pgd, scope="all")]
+    suite = [Step("oblivious-pgd", "oblivious" if defended else "gradient", first, "pgd", pgd, scope="all", shared=True)]
     out: dict[str, str] = {}
 
     def want(check: str, possible: bool = True, why: str = "") -> bool:
@@ -269,6 +267,6 @@ def check_steps(config: AuditConfig, strongest: Step | None, oblivious: Step | N
             for value in config.eps_sweep:
                 step_id = f"{name}-eps-{value * 255:g}"
                 suite.append(Step(step_id, "eps", base.threat, base.attack, {**base.params, "eps": value}, scope="chain",
-                                  counts=False, after=after))
+                                  counts=False, after=after, shared=base is oblivious))
                 after += (step_id,)
     return suite
