@@ -405,3 +405,13 @@ def test_only_attacks_on_the_bare_classifier_are_shared():
     bare, _, _ = build_suite(config, defended=False, has_surrogate=False, stochastic=False, acm=False)
     assert {s.id for s in defended if s.shared} == {"oblivious-pgd", "oblivious-eps-16"}
     assert {s.id for s in bare if s.shared} == {"oblivious-pgd"}  # the white-box PGD, the same attack
+
+
+def test_a_check_left_out_says_why():
+    config = AuditConfig(eps=2 / 255, **{**FAST, "checks": ("eps-sweep", "bpda")})
+    suite, not_run, strongest = build_suite(config, defended=True, has_surrogate=True, stochastic=False, acm=True)
+    assert strongest.id == "bpda-pgd" and not_run["steps"] == "not selected (--checks)" and "eps-sweep" not in not_run
+    assert [s.id for s in suite if s.family in ("steps", "eps")] == ["strongest-x1", "oblivious-eps-16", "strongest-eps-16"]
+    _, not_run, strongest = build_suite(config.with_(checks=("steps",)), defended=True, has_surrogate=True,
+                                        stochastic=False, acm=True)
+    assert strongest is None and not_run["steps"].startswith("no PGD under bpda")

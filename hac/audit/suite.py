@@ -236,10 +236,8 @@ def build_suite(config: AuditConfig, defended: bool, has_surrogate: bool, stocha
         suite.append(Step("random-gradient", "control", reference.threat, reference.attack, dict(reference.params),
                           scope="reference", reference=reference.id))
     strongest = next((s for s in suite if s.attack == "pgd" and s.threat == best), None)
-    if strongest is None and ({"steps", "eps-sweep"} & on):
-        for check in ("steps", "eps-sweep"):
-            if check in on:
-                out[check] = f"no PGD under {best}, the strongest threat model, was selected to repeat"
+    for check in ("steps", "eps-sweep"):  # want() records why a check is left out
+        want(check, strongest is not None, f"no PGD under {best}, the strongest threat model, was selected to repeat")
     return suite + check_steps(config, strongest, oblivious=suite[0] if defended else None), out, strongest
 
 
