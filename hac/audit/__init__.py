@@ -116,6 +116,7 @@ def audit(
     if not images.ids:
         raise ValueError(f"no images to audit in {config.data}")
     root = default_cache() if cache == "default" else cache
-    folders = (None, None) if root is None else (Path(root) / SURROGATES, Path(root) / EXAMPLES)
-    run = run_cascade(config, classifier, purifier, images, out_dir, progress, folders[0], stop, folders[1])
+    run = run_cascade(config, classifier, purifier, images, out_dir, progress, stop=stop,
+                      surrogate_cache=None if root is None else Path(root) / SURROGATES,
+                      example_cache=None if root is None else Path(root) / EXAMPLES)
     return AuditResult(run, verdict_of(run))

@@ -150,15 +150,12 @@ class _Cascade:
         broken = {i for s in before for i in correct if self.outcome.get((s, i)) is False}
         return [i for i in correct if i not in broken]
 
-    def _shared_examples(self, step: Step, model: nn.Module, b: int, seed: int, targets: list[str]) -> Tensor:
-        """``step``'s examples of ``targets``, cut from those of the whole batch (made once, then cached)."""
-        ids, x, y = self.images.load(self.batches[b])
+    def _shared_examples(self, step: Step, model: nn.Module, seed: int, x: Tensor, y: Tensor) -> Tensor:
+        """``step``'s examples of the whole batch ``x``, ``y``: made once, then taken from the cache."""
         if self._fingerprint is None:
             self._fingerprint = classifier_fingerprint(self.classifier)
         key = example_key(self._fingerprint, f"{step.id}|{step.attack}|{json.dumps(step.params, sort_keys=True)}", seed, x, y)
-        x_adv = self.examples.get(key, lambda: self.attacker.attack(step, model, x, y, seed)).to(x.device)
-        position = {image: k for k, image in enumerate(ids)}
-        return x_adv[torch.tensor([position[i] for i in targets], dtype=torch.long)]
+        return self.examples.get(key, lambda: self.attacker.attack(step, model, x, y, seed)).to(x.device)
 
     def _health_recorded(self, step: Step) -> bool:
         return any(commit.get("health") for (c, _), commit in self.store.commits.items() if c == step.id)
@@ -173,12 +170,15 @@ class _Cascade:
         if targets:
             seed = unit_seed(self.config.seed, step.id, b)
             torch.manual_seed(seed)
-            ids, x, y = self.images.load(targets)
+            ids, x, y = self.images.load(self.batches[b] if step.shared else targets)
+            if step.shared:  # the whole batch is attacked, so that its examples do not depend on the purifier
+                whole, index = (x, y), torch.tensor([ids.index(i) for i in targets], dtype=torch.long)
+                ids, x, y = list(targets), x[index], y[index]
             model = self.attacker.model(step)
             gradient = step.family in ("gradient", "steps", "eps", "control") and step.threat != "transfer"
             if gradient and not self._health_recorded(step):
                 commit["health"] = vars(gradient_health(model, x, y))
-            x_adv = (self._shared_examples(step, model, b, seed, ids) if step.shared
+            x_adv = (self._shared_examples(step, model, seed, *whole)[index] if step.shared
                      else self.attacker.attack(step, model, x, y, seed))
             if gradient:
                 with torch.no_grad():
