@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.cancel import StopCheck
+from ..core.files import atomic_path
 from ..defence.purify import Purifier
 
 __all__ = ["SurrogateUNet", "LearnedSurrogatePurifier", "train_surrogate", "SurrogateCache", "surrogate_key"]
@@ -153,7 +154,6 @@ class SurrogateCache:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{key}.safetensors"
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
         return path

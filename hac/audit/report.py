@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from ..core.files import atomic_write_text
 from ..evaluation.plots import _figure, _save
 from ..evaluation.results import csv_text, package_versions
 from .cascade import AuditRun
@@ -146,26 +147,23 @@ def write_report(verdict: Verdict, run: AuditRun, out_dir: str | Path) -> list[P
     out.mkdir(parents=True, exist_ok=True)
     files = {"report.md": report_markdown(verdict, run), "audit.json": json.dumps(audit_json(verdict, run), indent=2, default=str),
              WORST_CASE_FILE: csv_text(verdict.worst_case, _WORST_COLUMNS)}
-    paths = []
     for name, text in files.items():
-        tmp = out / f"{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(out / name)
-        paths.append(out / name)
-    return paths + _plots(verdict, out)
+        atomic_write_text(out / name, text)
+    return [out / name for name in files] + _plots(verdict, out)
 
 
 def _check(audit: dict, name: str) -> dict:
     return next((c for c in audit["checks"] if c["name"] == name), {"status": "not run", "values": {}})
 
 
+_COMPARISON_COLUMNS = ("defence", "images", "clean", "oblivious", "strongest attack alone", "**audited** [95 % interval]",
+                       "oblivious overstates by", "steps check (strongest alone)", "ε sweep (strongest alone)", "flags")
+
+
 def comparison_table(audits: dict[str, dict]) -> str:
     """One Markdown row per audit (``name -> audit.json`` contents): clean, oblivious, the strongest attack
     alone, the audited worst case with its interval, how far the oblivious number overstated it, the
     steps check and eps sweep of the strongest attack, and the flags."""
-    head = ("| defence | images | clean | oblivious | strongest attack alone | **audited** [95 % interval] | "
-            "oblivious overstates by | steps check (strongest alone) | ε sweep (strongest alone) | flags |\n"
-            + "|---" * 10 + "|\n")
     rows = []
     for name, audit in audits.items():
         verdict, steps, sweep = audit["verdict"], _check(audit, "steps"), _check(audit, "eps-sweep")
@@ -179,10 +177,8 @@ def comparison_table(audits: dict[str, dict]) -> str:
         oblivious = verdict["oblivious_accuracy"]
         defended = any(step["family"] == "oblivious" for step in audit["suite"])
         gap = "n/a" if oblivious is None or not defended else f"{(oblivious - verdict['robust_accuracy']) * 100:.1f} points"
-        oblivious_text = _pct(oblivious) if defended else "n/a (no purifier)"
-        flags = "; ".join(flag.split(":")[0] for flag in verdict["flags"]) or "none"
-        rows.append(f"| {name} | {verdict['images']} | {_pct(verdict['clean_accuracy'])} | {oblivious_text} | {first} | "
-                    f"**{_pct(verdict['robust_accuracy'])}** [{low:.3f}, {high:.3f}] | {gap} | {steps_text} | {sweep_text} | "
-                    f"{flags} |\n")
-    return head + "".join(rows)
-
+        cells = (name, verdict["images"], _pct(verdict["clean_accuracy"]), _pct(oblivious) if defended else "n/a (no purifier)",
+                 first, f"**{_pct(verdict['robust_accuracy'])}** [{low:.3f}, {high:.3f}]", gap, steps_text, sweep_text,
+                 "; ".join(flag.split(":")[0] for flag in verdict["flags"]) or "none")
+        rows.append(dict(zip(_COMPARISON_COLUMNS, cells)))
+    return _table(rows, _COMPARISON_COLUMNS)
