@@ -112,7 +112,7 @@ def _commits(run: AuditRun, step_id: str) -> list[dict]:
 
 def _alone(run: AuditRun) -> tuple[str, ...]:
     """The steps whose union is the strongest attack run standalone on every clean-correct image."""
-    return tuple(s.id for s in run.steps if s.id == run.strongest or s.id == "strongest-x1")
+    return tuple(s.id for s in run.steps if s.id == run.strongest or (s.scope == "complement" and s.reference == run.strongest))
 
 
 def _curve(run: AuditRun, correct: set[str], n: int, first: tuple[str, ...], then: list[Step]) -> list[float]:
@@ -126,7 +126,7 @@ def _curve(run: AuditRun, correct: set[str], n: int, first: tuple[str, ...], the
 
 
 def _steps_check(run: AuditRun, counted: list[Step], correct: set[str], robust: int, n: int) -> Check:
-    multiples = [s for s in run.steps if s.family == "steps" and s.id != "strongest-x1"]
+    multiples = [s for s in run.steps if s.family == "steps" and s.scope == "chain"]
     if not multiples:
         return Check("steps", "not run", run.not_run.get("steps", "no gradient attack to repeat"))
     base = run.steps[[s.id for s in run.steps].index(run.strongest)]
